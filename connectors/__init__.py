@@ -1,0 +1,1 @@
+"""Source connectors: HTTP, SQL and file clients, the source registry and incremental state."""

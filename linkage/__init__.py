@@ -1,0 +1,1 @@
+"""Identity resolution across departments with stable person keys."""

@@ -1,0 +1,1 @@
+"""Privacy engine: policy as code, keyring, pseudonymisation operators, reveal and audit."""

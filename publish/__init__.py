@@ -1,0 +1,1 @@
+"""Writer of the unified community database and the front-desk lookup."""

@@ -1,0 +1,1 @@
+"""Seeded synthetic Hulunbuir population and the six simulated department systems."""
