@@ -1,0 +1,252 @@
+"""Ingest one source dataset without Airflow: extract → conform → validate → quarantine → protect → stage.
+
+Each chunk a connector yields becomes one staged batch. The staged batch is the commit point: its
+manifest carries the watermark reached, and a run first rolls the durable state forward to the newest
+staged batch, so a run killed between staging and advancing the state neither loses nor repeats rows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from connectors.chunk import SOURCE_POSITION, SourceChunk
+from connectors.errors import SourceError
+from connectors.registry import Locations, SourceDecl
+from connectors.state import IncrementalRun, StateStore, Watermark
+from hub import staging
+from privacy.keyring import Keyring
+from privacy.policy import Policy
+from privacy.protect import protect
+from schemas.conform import conform
+from schemas.quarantine import QuarantineStore
+from schemas.validation import validate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_QUARANTINE_RATE = 0.05
+
+
+class QuarantineRateExceeded(RuntimeError):
+    """A batch had too many bad rows: it is not staged and its watermark does not move."""
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage, for the closing summary and the benchmark."""
+
+    extract: float = 0.0
+    conform: float = 0.0
+    validate: float = 0.0
+    protect: float = 0.0
+    stage: float = 0.0
+
+
+@dataclass
+class IngestResult:
+    """What one dataset run did: counts, batches, drift, files set aside, and an error if it stopped."""
+
+    dataset: str
+    rows_read: int = 0
+    duplicates_skipped: int = 0
+    staged: int = 0
+    quarantined: int = 0
+    batches: list[str] = field(default_factory=list)
+    dropped_columns: set[str] = field(default_factory=set)
+    rejected_files: list[tuple[str, str]] = field(default_factory=list)
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    times: StageTimes = field(default_factory=StageTimes)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class IngestContext:
+    """Everything a run needs, passed explicitly (no shared mutable state)."""
+
+    state: StateStore
+    staging_root: Path
+    quarantine: QuarantineStore
+    policy: Policy
+    keyring: Keyring
+    locations: Locations
+    results_dir: Path
+    max_quarantine_rate: float = DEFAULT_MAX_QUARANTINE_RATE
+
+
+Progress = Callable[[str, int], None]
+
+
+def _watermark_json(mark: Watermark | None) -> dict[str, Any] | None:
+    if mark is None:
+        return None
+    return {"cursor": mark.cursor, "boundary": dict(mark.boundary), "position": mark.position}
+
+
+def roll_forward(ctx: IngestContext, dataset: str) -> None:
+    """Advance the durable watermark to the newest staged batch (the commit point) if a run died before."""
+    durable = ctx.state.watermark(dataset)
+    newest: dict[str, Any] | None = None
+    for manifest_path in sorted((ctx.staging_root / dataset).glob(f"*/{staging.MANIFEST}")):
+        mark = json.loads(manifest_path.read_text(encoding="utf-8")).get("watermark_after")
+        if mark and (newest is None or mark["cursor"] > newest["cursor"]):
+            newest = mark
+    if newest and (durable is None or newest["cursor"] > durable.cursor):
+        log.warning("%s: rolling the watermark forward to the newest staged batch", dataset)
+        ctx.state.advance(dataset, Watermark(newest["cursor"], newest["boundary"], newest.get("position")))
+
+
+def _chunks(decl: SourceDecl, ctx: IngestContext, run: IncrementalRun | None) -> Iterator[SourceChunk]:
+    """The connector for a registered source, reading from where the state says."""
+    since = run.since if run else None
+    if decl.kind == "http":
+        from connectors.http import CursorPaginator, HttpEndpoint, HttpSource, OffsetPaginator
+
+        base = ctx.locations.http.get(decl.system)
+        if not base:
+            raise SourceError(decl.dataset, "", f"no URL for system '{decl.system}' (serve the simulators or set HUB_SOURCE_{decl.system.upper()}_URL)")
+        pager = CursorPaginator() if decl.paging == "cursor" else OffsetPaginator()
+        endpoint = HttpEndpoint(decl.system, decl.path or "", pager, decl.page_size)
+        source = HttpSource(decl.dataset, base, token=ctx.locations.token, endpoint=endpoint, lag=decl.lag)
+        source.cursor_col = decl.contract.cursor
+        yield from source.read(since=since)
+    elif decl.kind == "sql":
+        from connectors.sql import SqlSource
+
+        location = ctx.locations.sql.get(decl.dataset)
+        if not location:
+            raise SourceError(decl.dataset, "", f"no database location (generate the simulators or set HUB_SOURCE_{decl.system.upper()}_URL)")
+        yield from SqlSource.from_location(decl.dataset, location, lag=decl.lag).read(since=since)
+    else:
+        from connectors.files import FileDropSource
+
+        root = ctx.locations.files[decl.system] / (decl.path or "")
+        source = FileDropSource(decl.dataset, root, decl.pattern or "*", state=ctx.state)
+        yield from source.read()
+        for rejected in source.rejected:
+            ctx.state.record_file(decl.dataset, rejected.sha256, rejected.name, "rejected", rejected.reason)
+
+
+def ingest_dataset(decl: SourceDecl, ctx: IngestContext, progress: Progress | None = None) -> IngestResult:
+    """Run one dataset end to end; errors stop the dataset (not the others) and are reported, not raised."""
+    contract = decl.contract
+    result = IngestResult(decl.dataset)
+    run: IncrementalRun | None = None
+    if contract.cursor:
+        roll_forward(ctx, decl.dataset)
+        run = ctx.state.begin(decl.dataset, contract.cursor, contract.primary_key, decl.lag)
+    results_dir = ctx.results_dir / decl.dataset
+    try:
+        chunks = _chunks(decl, ctx, run)
+        while True:
+            t0 = time.perf_counter()
+            chunk = next(chunks, None)
+            result.times.extract += time.perf_counter() - t0
+            if chunk is None:
+                break
+            _ingest_chunk(decl, ctx, run, chunk, result, results_dir)
+            if progress:
+                progress(decl.dataset, len(chunk))
+        if decl.kind == "files":
+            result.rejected_files = [(f.file_name, f.reason or "") for f in ctx.state.files(decl.dataset, ["rejected"])]
+    except (SourceError, QuarantineRateExceeded) as exc:
+        result.error = str(exc)
+        log.error("%s stopped: %s", decl.dataset, exc)
+    return result
+
+
+def _ingest_chunk(
+    decl: SourceDecl,
+    ctx: IngestContext,
+    run: IncrementalRun | None,
+    chunk: SourceChunk,
+    result: IngestResult,
+    results_dir: Path,
+) -> None:
+    contract = decl.contract
+    before = run.next if run else None
+    raw = run.accept(chunk) if run else chunk.frame
+    result.rows_read += len(chunk.frame)
+    result.duplicates_skipped += len(chunk.frame) - len(raw)
+    start = before.cursor if before else (chunk.file.sha256 if chunk.file else None)
+    batch_id = staging.batch_id_for(decl.dataset, raw.drop(columns=[SOURCE_POSITION], errors="ignore"), start)
+
+    if not staging.is_staged(ctx.staging_root, decl.dataset, batch_id) and len(raw):
+        t0 = time.perf_counter()
+        conformed = conform(raw, contract)
+        t1 = time.perf_counter()
+        checked = validate(conformed, contract, results_dir=results_dir / batch_id)
+        t2 = time.perf_counter()
+        result.times.conform += t1 - t0
+        result.times.validate += t2 - t1
+        result.dropped_columns.update(conformed.unknown_columns)
+        bad = raw.loc[checked.bad_index]
+        if len(bad):
+            ctx.quarantine.put(decl.dataset, batch_id, bad, checked.reasons.loc[bad.index], bad[SOURCE_POSITION])
+            for reasons in checked.reasons.loc[bad.index]:
+                for reason in str(reasons).split(";"):
+                    result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + 1
+        if checked.quarantine_rate > ctx.max_quarantine_rate:
+            raise QuarantineRateExceeded(
+                f"{decl.dataset} batch {batch_id} ({chunk.position}): quarantine rate "
+                f"{checked.quarantine_rate:.1%} exceeds {ctx.max_quarantine_rate:.0%}; not staged, watermark kept"
+            )
+        t3 = time.perf_counter()
+        protected = protect(checked.good, contract, ctx.policy, ctx.keyring)
+        t4 = time.perf_counter()
+        manifest = {
+            "dataset": decl.dataset,
+            "batch_id": batch_id,
+            "cursor_from": start,
+            "cursor_to": chunk.cursor_max,
+            "source_positions": chunk.position,
+            "rows_in": len(chunk.frame),
+            "staged": len(protected.data),
+            "quarantined": len(bad),
+            "duplicates_skipped": len(chunk.frame) - len(raw),
+            "contract_version": contract.version,
+            "key_versions": dict(protected.key_versions),
+            "dropped_columns": sorted(set(conformed.unknown_columns) | {d for d, *_ in _names(protected.dropped)}),
+            "watermark_after": _watermark_json(run.next) if run else None,
+        }
+        staging.write_batch(ctx.staging_root, manifest, protected.data, protected.linkage)
+        result.times.protect += t4 - t3
+        result.times.stage += time.perf_counter() - t4
+        result.staged += len(protected.data)
+        result.quarantined += len(bad)
+        result.batches.append(batch_id)
+    if run:
+        run.commit()
+    elif chunk.file is not None and chunk.ends_file:
+        ctx.state.record_file(decl.dataset, chunk.file.sha256, chunk.file.name, "ingested")
+
+
+def _names(dropped: Any) -> list[tuple[str, ...]]:
+    """Normalise ``ProtectedBatch.dropped`` entries to (column, ...) tuples."""
+    return [(d,) if isinstance(d, str) else tuple(d) for d in dropped]
+
+
+def summary_frame(results: list[IngestResult]) -> pd.DataFrame:
+    """One row per dataset for the closing summary (counts only)."""
+    return pd.DataFrame(
+        [
+            {
+                "dataset": r.dataset,
+                "read": r.rows_read,
+                "staged": r.staged,
+                "quarantined": r.quarantined,
+                "skipped": r.duplicates_skipped,
+                "batches": len(r.batches),
+                "dropped columns": ", ".join(sorted(r.dropped_columns)),
+                "files set aside": len(r.rejected_files),
+                "error": r.error or "",
+            }
+            for r in results
+        ]
+    )

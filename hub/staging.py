@@ -1,0 +1,130 @@
+"""Pseudonymised staging: one folder per batch with Parquet files and a manifest, written atomically.
+
+A batch folder appears only complete (written under a temporary name, fsynced, then renamed), so a
+killed run leaves either nothing or a whole batch. Batch ids are derived from the batch content, so
+a re-run that reads the same rows finds its batch already staged instead of staging it twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class StageManifest:
+    """What a staged batch holds; carries counts, versions and hashes, never values."""
+
+    dataset: str
+    batch_id: str
+    cursor_from: str | None
+    cursor_to: str | None
+    source_positions: str
+    rows_in: int
+    staged: int
+    quarantined: int
+    duplicates_skipped: int
+    contract_version: int
+    key_versions: dict[str, int]
+    dropped_columns: list[str]
+    content_hash: str
+    files: dict[str, str] = field(default_factory=dict)
+    watermark_after: dict[str, Any] | None = None  # the state this batch commits (see hub.ingest.roll_forward)
+
+
+def batch_id_for(dataset: str, raw: pd.DataFrame, start: str | None) -> str:
+    """A content-derived id: the same rows read from the same starting point get the same id."""
+    digest = hashlib.sha256()
+    digest.update(dataset.encode())
+    digest.update(str(start).encode())
+    digest.update(pd.util.hash_pandas_object(raw, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> str:
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table, path, compression="zstd")
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def batch_dir(root: Path, dataset: str, batch_id: str) -> Path:
+    """Where a batch lives under the staging root."""
+    return root / dataset / batch_id
+
+
+def is_staged(root: Path, dataset: str, batch_id: str) -> bool:
+    """True when the batch folder exists with its manifest (only complete batches do)."""
+    return (batch_dir(root, dataset, batch_id) / MANIFEST).is_file()
+
+
+def write_batch(
+    root: Path,
+    manifest: dict[str, Any],
+    data: pd.DataFrame,
+    linkage: pd.DataFrame,
+) -> StageManifest:
+    """Write data and linkage Parquet plus the manifest, then rename the folder into place."""
+    dataset, bid = manifest["dataset"], manifest["batch_id"]
+    final = batch_dir(root, dataset, bid)
+    if (final / MANIFEST).is_file():
+        return read_manifest(final)
+    tmp = final.with_name(f".{bid}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    files = {
+        "data.parquet": _write_parquet(data, tmp / "data.parquet"),
+        "linkage.parquet": _write_parquet(linkage, tmp / "linkage.parquet"),
+    }
+    content = hashlib.sha256("".join(files[k] for k in sorted(files)).encode()).hexdigest()
+    staged = StageManifest(**{**manifest, "content_hash": content, "files": files})
+    with open(tmp / MANIFEST, "w", encoding="utf-8") as handle:
+        json.dump(asdict(staged), handle, ensure_ascii=False, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    _fsync_dir(tmp)
+    if final.exists():  # a folder without manifest is debris of a killed run
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+    return staged
+
+
+def read_manifest(folder: Path) -> StageManifest:
+    """Load a batch manifest."""
+    return StageManifest(**json.loads((folder / MANIFEST).read_text(encoding="utf-8")))
+
+
+def staged_batches(root: Path, dataset: str | None = None) -> list[StageManifest]:
+    """Manifests of every complete batch, optionally for one dataset, in folder order."""
+    pattern = f"{dataset}/*/{MANIFEST}" if dataset else f"*/*/{MANIFEST}"
+    return [read_manifest(p.parent) for p in sorted(root.glob(pattern))]
+
+
+def read_staged(root: Path, dataset: str, part: str = "data") -> pd.DataFrame:
+    """All staged rows of a dataset (``part`` is "data" or "linkage"), for tests and the link stage."""
+    frames = [
+        pd.read_parquet(batch_dir(root, dataset, m.batch_id) / f"{part}.parquet")
+        for m in staged_batches(root, dataset)
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

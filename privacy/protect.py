@@ -1,0 +1,219 @@
+"""protect(): apply the privacy policy to a conformed batch and derive the linkage fields.
+
+The input is a conformed batch (columns = contract hub names, IDs normalised to 18 characters).
+Columns starting with '_' are hub metadata and pass through; any other column that the contract or
+the policy does not name is dropped and reported (deny by default). Nothing here logs a value.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import pandas as pd
+
+from privacy.keyring import Keyring
+from privacy.operators import (
+    STRING,
+    canonical_text,
+    encrypt_series,
+    fpe_series,
+    generalise_series,
+    mask_series,
+    token_series,
+)
+from privacy.policy import LINKAGE_DOMAIN, LINKAGE_QI_DOMAIN, Policy, Rule
+from schemas.contract import Contract, ContractField
+from schemas.id_number import birth_date_series, sex_series, valid_series
+
+log = logging.getLogger(__name__)
+
+LINKAGE_COLUMNS = ("link_token", "qi_name", "qi_birth_date", "qi_sex", "qi_county")
+# A header that is really a data row (a file without its header line) would put a value in a column name.
+_VALUE_LIKE_NAME = re.compile(r"[0-9]{11,}")
+
+
+class DroppedColumn(NamedTuple):
+    """A column that did not leave protect(), and why."""
+
+    column: str
+    reason: str
+
+
+@dataclass
+class ProtectedBatch:
+    """The protected batch, the internal linkage fields, and what was dropped or refused."""
+
+    dataset: str
+    data: pd.DataFrame
+    linkage: pd.DataFrame
+    dropped: list[DroppedColumn]
+    key_versions: dict[str, int]
+    columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    suppressed: dict[str, int] = field(default_factory=dict)
+    policy_version: int = 0
+
+    def manifest(self) -> dict[str, Any]:
+        """What a staged batch records about its protection (no values)."""
+        return {
+            "dataset": self.dataset,
+            "rows": len(self.data),
+            "policy_version": self.policy_version,
+            "key_versions": dict(sorted(self.key_versions.items())),
+            "columns": {k: list(v) for k, v in self.columns.items()},
+            "dropped": [{"column": d.column, "reason": d.reason} for d in self.dropped],
+            "suppressed": dict(self.suppressed),
+        }
+
+
+def _community_column(contract: Contract, batch: pd.DataFrame) -> pd.Series | None:
+    for cf in contract.fields:
+        if cf.type == "community_code" and cf.name in batch.columns:
+            return batch[cf.name]
+    return None
+
+
+def _apply(
+    rule: Rule, cf: ContractField, values: pd.Series, keyring: Keyring, community: pd.Series | None
+) -> pd.Series:
+    """The treated column for one field (drop is handled by the caller)."""
+    t = rule.treatment
+    if t.kind == "keep":
+        return values
+    if t.kind == "token":
+        return token_series(canonical_text(values, cf.type), keyring, str(t.arg))
+    if t.kind == "encrypt":
+        return encrypt_series(canonical_text(values, cf.type), keyring, str(t.arg))
+    if t.kind == "fpe":
+        return fpe_series(canonical_text(values, cf.type), keyring, str(t.arg))
+    if t.kind == "mask":
+        return mask_series(canonical_text(values, cf.type), str(t.arg))
+    if t.kind == "generalise":
+        return generalise_series(values, str(t.arg), community)
+    raise ValueError(f"{cf.name}: no operator for treatment '{t}'")
+
+
+def _linkage(batch: pd.DataFrame, contract: Contract, keyring: Keyring) -> pd.DataFrame:
+    """Linkage token of the valid 18-character ID and the quasi-identifiers, encrypted in their own domain."""
+    index = batch.index
+    missing = pd.Series(pd.NA, index=index, dtype=STRING)
+
+    def column(unified: str) -> pd.Series | None:
+        cf = contract.by_unified(unified)
+        return batch[cf.name] if cf is not None and cf.name in batch.columns else None
+
+    ids = column("person.id_number")
+    ids = ids.astype(STRING) if ids is not None else missing
+    valid = valid_series(ids)
+    link_token = token_series(ids.where(valid), keyring, LINKAGE_DOMAIN)
+
+    name = column("person.name")
+    birth = column("person.birth_date")
+    birth_text = canonical_text(birth, "date") if birth is not None else missing
+    sex = column("person.sex")
+    sex_text = sex.astype(STRING) if sex is not None else missing
+    # what the dataset does not carry (e.g. the mother's birth date in births) comes from a valid ID
+    need = (birth_text.isna() & valid).to_numpy()
+    if need.any():
+        birth_text = birth_text.copy()
+        birth_text[need] = birth_date_series(ids[need]).dt.strftime("%Y-%m-%d").astype(STRING)
+    need = (sex_text.isna() & valid).to_numpy()
+    if need.any():
+        sex_text = sex_text.copy()
+        sex_text[need] = sex_series(ids[need])
+    id_county = ids.str.slice(0, 6).where(ids.str.match(r"^[0-9]{6}").fillna(False).astype(bool))
+    community = _community_column(contract, batch)
+    county = (
+        id_county.fillna(community.astype(STRING).str.slice(0, 6)) if community is not None else id_county
+    )
+    qi = {
+        "qi_name": name.astype(STRING) if name is not None else missing,
+        "qi_birth_date": birth_text,
+        "qi_sex": sex_text,
+        "qi_county": county,
+    }
+    out = {"link_token": link_token}
+    out |= {k: encrypt_series(v, keyring, LINKAGE_QI_DOMAIN) for k, v in qi.items()}
+    return pd.DataFrame({k: v.array for k, v in out.items()}, index=index)
+
+
+def protect(batch: pd.DataFrame, contract: Contract, policy: Policy, keyring: Keyring) -> ProtectedBatch:
+    """Apply the policy to a conformed batch; return treated data, linkage fields and what was dropped."""
+    index = batch.index
+    # work on positions: label-based helpers (ID validity) break on duplicate index labels
+    batch = batch.reset_index(drop=True)
+    names = set(contract.names)
+    community = _community_column(contract, batch)
+    out: dict[str, pd.Series] = {}
+    dropped: list[DroppedColumn] = []
+    columns: dict[str, tuple[str, ...]] = {}
+    suppressed: dict[str, int] = {}
+    key_versions: dict[str, int] = {}
+    active = keyring.active_version
+    for position, name in enumerate(batch.columns):
+        if not isinstance(name, str) or _VALUE_LIKE_NAME.search(name):
+            dropped.append(DroppedColumn(f"<column {position}>", "name withheld: it looks like a value"))
+            continue
+        if name.startswith("_"):
+            out[name] = batch[name]  # hub metadata: record keys, batch ids, source positions
+            continue
+        if name not in names:
+            dropped.append(DroppedColumn(name, "not named by the contract (schema drift)"))
+            continue
+        cf = contract.field(name)
+        rule = policy.rule_for(contract, cf)
+        if rule is None:
+            dropped.append(DroppedColumn(name, "no treatment in the privacy policy"))
+            continue
+        if rule.treatment.kind == "drop":
+            dropped.append(DroppedColumn(name, f"policy treatment drop ({rule.key})"))
+            columns[name] = ()
+            continue
+        values = batch[name]
+        treated = _apply(rule, cf, values, keyring, community)
+        if rule.treatment.kind == "fpe":
+            refused = int((values.notna() & treated.isna()).sum())
+            if refused:
+                suppressed[name] = refused
+                log.warning(
+                    "%s.%s: %d value(s) below the FF1 minimum domain were left missing",
+                    contract.dataset,
+                    name,
+                    refused,
+                )
+        if rule.treatment.domain:
+            key_versions[rule.treatment.domain] = active
+        targets = rule.output_columns(name)
+        out[targets[0]] = treated.rename(targets[0])
+        if rule.display is not None:
+            out[targets[1]] = mask_series(canonical_text(values, cf.type), str(rule.display.arg)).rename(
+                targets[1]
+            )
+        columns[name] = targets
+    linkage = _linkage(batch, contract, keyring).set_axis(index)
+    key_versions[LINKAGE_DOMAIN] = active
+    key_versions[LINKAGE_QI_DOMAIN] = active
+    # arrays, not Series: no index alignment, so duplicate index labels are fine
+    data = pd.DataFrame({k: v.array for k, v in out.items()}, index=index)
+    if dropped:
+        log.info("%s: dropped columns %s", contract.dataset, [(d.column, d.reason) for d in dropped])
+    log.info(
+        "%s: protected %d rows into %d columns (policy v%d, key v%d)",
+        contract.dataset,
+        len(data),
+        len(data.columns),
+        policy.version,
+        active,
+    )
+    return ProtectedBatch(
+        dataset=contract.dataset,
+        data=data,
+        linkage=linkage,
+        dropped=dropped,
+        key_versions=key_versions,
+        columns=columns,
+        suppressed=suppressed,
+        policy_version=policy.version,
+    )
