@@ -10,6 +10,10 @@ import click
 SUBCOMMANDS: dict[str, str] = {
     "simulate": "simulators.cli:simulate",
     "demo": "hub.demo:demo",
+    "ingest": "hub.ingest_cli:ingest",
+    "quarantine": "hub.ingest_cli:quarantine",
+    "privacy": "privacy.cli:privacy",
+    "keys": "privacy.cli:keys",
 }
 
 

@@ -106,31 +106,33 @@ def _chunks(decl: SourceDecl, ctx: IngestContext, run: IncrementalRun | None) ->
     """The connector for a registered source, reading from where the state says."""
     since = run.since if run else None
     if decl.kind == "http":
-        from connectors.http import CursorPaginator, HttpEndpoint, HttpSource, OffsetPaginator
+        from connectors.http import PAGINATORS, HttpEndpoint, HttpSource
 
         base = ctx.locations.http.get(decl.system)
         if not base:
-            raise SourceError(decl.dataset, "", f"no URL for system '{decl.system}' (serve the simulators or set HUB_SOURCE_{decl.system.upper()}_URL)")
-        pager = CursorPaginator() if decl.paging == "cursor" else OffsetPaginator()
-        endpoint = HttpEndpoint(decl.system, decl.path or "", pager, decl.page_size)
-        source = HttpSource(decl.dataset, base, token=ctx.locations.token, endpoint=endpoint, lag=decl.lag)
-        source.cursor_col = decl.contract.cursor
-        yield from source.read(since=since)
+            raise SourceError(
+                decl.dataset, "", f"no URL for system '{decl.system}' (run `hub simulate serve` or set "
+                f"HUB_SOURCE_{decl.system.upper()}_URL)"
+            )
+        endpoint = HttpEndpoint(decl.system, decl.path or "", PAGINATORS[decl.paging or "cursor"], decl.page_size)
+        http = HttpSource(decl.dataset, base, token=ctx.locations.token, endpoint=endpoint, lag=decl.lag)
+        yield from http.read(since=since)
     elif decl.kind == "sql":
         from connectors.sql import SqlSource
 
         location = ctx.locations.sql.get(decl.dataset)
         if not location:
-            raise SourceError(decl.dataset, "", f"no database location (generate the simulators or set HUB_SOURCE_{decl.system.upper()}_URL)")
+            raise SourceError(
+                decl.dataset, "", f"no database location (run `hub simulate generate` or set "
+                f"HUB_SOURCE_{decl.system.upper()}_URL)"
+            )
         yield from SqlSource.from_location(decl.dataset, location, lag=decl.lag).read(since=since)
     else:
         from connectors.files import FileDropSource
 
         root = ctx.locations.files[decl.system] / (decl.path or "")
-        source = FileDropSource(decl.dataset, root, decl.pattern or "*", state=ctx.state)
-        yield from source.read()
-        for rejected in source.rejected:
-            ctx.state.record_file(decl.dataset, rejected.sha256, rejected.name, "rejected", rejected.reason)
+        drops = FileDropSource(decl.dataset, root, decl.pattern or "*", state=ctx.state)
+        yield from drops.read()
 
 
 def ingest_dataset(decl: SourceDecl, ctx: IngestContext, progress: Progress | None = None) -> IngestResult:

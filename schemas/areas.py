@@ -44,7 +44,7 @@ LEAGUE_CODE = "152100"
 HULUNBUIR_PREFIXES = ("1507", "1521")
 
 
-def _county_spans(code: str) -> list[tuple[int | None, int | None, str]]:
+def code_spans(code: str) -> list[tuple[int | None, int | None, str]]:
     """(first year, last year, name) spans for an address code in stdnum's database."""
     info: dict[str, str] = {}
     for _part, props in numdb.get("cn/loc").info(code):
@@ -65,7 +65,7 @@ def _county_spans(code: str) -> list[tuple[int | None, int | None, str]]:
 @cache
 def code_valid_in(code: str, year: int) -> bool:
     """True when the 6-digit address code was in force in that year (the stdnum era rule)."""
-    for start, end, _name in _county_spans(code):
+    for start, end, _name in code_spans(code):
         if (start is None or year >= start) and (end is None or year <= end):
             return True
     return False
@@ -74,7 +74,7 @@ def code_valid_in(code: str, year: int) -> bool:
 @cache
 def area_name(code: str) -> str | None:
     """The (latest) name of an address code, or None when unknown."""
-    spans = _county_spans(code)
+    spans = code_spans(code)
     return spans[-1][2] if spans else None
 
 

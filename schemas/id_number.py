@@ -78,24 +78,25 @@ def check_characters_series(bodies: pd.Series) -> pd.Series:
 
 
 def valid_series(values: pd.Series) -> pd.Series:
-    """Vectorised validity of normalised numbers; missing values are invalid."""
-    text = values.astype("string")
-    ok = text.str.fullmatch(r"[0-9]{17}[0-9X]").fillna(False).astype(bool)
-    if not ok.any():
-        return ok
-    cand = text[ok]
-    ok.loc[cand.index] = (check_characters_series(cand.str.slice(0, 17)) == cand.str.slice(17, 18)).to_numpy()
-    cand = text[ok]
-    dates = pd.to_datetime(cand.str.slice(6, 14), format="%Y%m%d", errors="coerce")
-    ok.loc[cand.index] = dates.notna().to_numpy()
-    cand = text[ok]
-    pairs = pd.DataFrame({"area": cand.str.slice(0, 6), "year": cand.str.slice(6, 10).astype(int)})
-    uniq = pairs.drop_duplicates()
-    uniq_ok = {
-        (a, y): code_valid_in(a, y) for a, y in zip(uniq["area"], uniq["year"], strict=True)
-    }
-    ok.loc[cand.index] = [uniq_ok[(a, y)] for a, y in zip(pairs["area"], pairs["year"], strict=True)]
-    return ok
+    """Vectorised validity of normalised numbers; missing values are invalid. Works on any index."""
+    text = pd.Series(values.astype("string").to_numpy(), dtype="string")
+    ok = text.str.fullmatch(r"[0-9]{17}[0-9X]").fillna(False).to_numpy(dtype=bool)
+    pos = np.flatnonzero(ok)
+    if len(pos):
+        cand = text.iloc[pos]
+        ok[pos] = (check_characters_series(cand.str.slice(0, 17)) == cand.str.slice(17, 18)).to_numpy(dtype=bool)
+    pos = np.flatnonzero(ok)
+    if len(pos):
+        dates = pd.to_datetime(text.iloc[pos].str.slice(6, 14), format="%Y%m%d", errors="coerce")
+        ok[pos] = dates.notna().to_numpy(dtype=bool)
+    pos = np.flatnonzero(ok)
+    if len(pos):
+        # the era rule is evaluated once per distinct (area code, birth year) pair, then mapped back
+        pair = text.iloc[pos].str.slice(0, 10)
+        codes, uniques = pd.factorize(pair)
+        uniq_ok = np.array([code_valid_in(u[:6], int(u[6:10])) for u in uniques], dtype=bool)
+        ok[pos] = uniq_ok[codes]
+    return pd.Series(ok, index=values.index)
 
 
 def birth_date_series(numbers: pd.Series) -> pd.Series:

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.areas import COUNTIES, _county_spans, all_area_codes
+from schemas.areas import COUNTIES, code_spans, all_area_codes
 from schemas.id_number import check_characters_series
 from simulators import names as nm
 
@@ -324,7 +324,7 @@ def _era(code: str) -> tuple[np.ndarray, str]:
     valid = np.zeros(len(_YEARS), dtype=bool)
     name = ""
     # One span lookup per code is far cheaper than code_valid_in per (code, year); same source, same rule.
-    for start, end, span_name in _county_spans(code):
+    for start, end, span_name in code_spans(code):
         name = span_name
         valid |= (_YEARS >= (start or _FIRST_YEAR)) & (_YEARS <= (end or _LAST_YEAR))
     return valid, name

@@ -16,12 +16,12 @@ from simulators.generate import generate
 pytestmark = pytest.mark.postgres
 
 
-def test_generate_writes_sql_tables_into_postgres(pg_url: str, tmp_path: Path) -> None:
-    summary = generate(tmp_path, residents=3000, seed=4, sql_url=pg_url)
+def test_generate_writes_sql_tables_into_postgres(fresh_pg_url: str, tmp_path: Path) -> None:
+    summary = generate(tmp_path, residents=3000, seed=4, sql_url=fresh_pg_url)
     manifest = json.loads((tmp_path / "manifest.json").read_text(encoding="utf-8"))
     assert not (tmp_path / "sql").exists()
     contracts = packaged_contracts()
-    engine = sa.create_engine(pg_url)
+    engine = sa.create_engine(fresh_pg_url)
     try:
         with engine.connect() as conn:
             for dataset in ("sifa.corrections", "minzheng.dibao", "minzheng.relief"):
@@ -29,7 +29,7 @@ def test_generate_writes_sql_tables_into_postgres(pg_url: str, tmp_path: Path) -
                 loc = manifest["datasets"][dataset]["location"]
                 assert loc["schema"] == contract.department and loc["table"] == contract.table
                 assert make_url(loc["url"]).password is None
-                assert make_url(loc["url"]).database == make_url(pg_url).database
+                assert make_url(loc["url"]).database == make_url(fresh_pg_url).database
                 table = f'"{loc["schema"]}"."{loc["table"]}"'
                 count = conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar()
                 assert count == summary.rows[dataset] == manifest["datasets"][dataset]["rows"] > 0
@@ -63,8 +63,8 @@ def test_generate_writes_sql_tables_into_postgres(pg_url: str, tmp_path: Path) -
     finally:
         engine.dispose()
     # A second run replaces the tables rather than appending.
-    again = generate(tmp_path, residents=3000, seed=4, sql_url=pg_url)
-    engine = sa.create_engine(pg_url)
+    again = generate(tmp_path, residents=3000, seed=4, sql_url=fresh_pg_url)
+    engine = sa.create_engine(fresh_pg_url)
     try:
         with engine.connect() as conn:
             count = conn.exec_driver_sql('SELECT count(*) FROM "sifa"."sqjz_dx"').scalar()

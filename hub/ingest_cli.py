@@ -1,0 +1,155 @@
+"""`hub ingest` and `hub quarantine`: run the ingest stages without Airflow, and let stewards see bad rows."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from hub.settings import Settings
+
+
+def build_context(settings: Settings, max_quarantine_rate: float = 0.05):  # type: ignore[no-untyped-def]
+    """Open state, staging, quarantine, policy and keyring as the settings say."""
+    from connectors.registry import locate
+    from connectors.state import StateStore
+    from hub.ingest import IngestContext
+    from privacy.keyring import Keyring
+    from privacy.policy import load_policy
+    from schemas.quarantine import QuarantineStore
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    keyring = Keyring.load({**os.environ, "HUB_KEYRING": settings.keyring})
+    version = keyring.active_version
+    return IngestContext(
+        state=StateStore(settings.database_url),
+        staging_root=settings.home / "staging",
+        quarantine=QuarantineStore(
+            settings.home / "quarantine", keyring.derive("quarantine", "quarantine", version), version
+        ),
+        policy=load_policy(),
+        keyring=keyring,
+        locations=locate(settings.sim_data),
+        results_dir=settings.home / "runs" / "gx",
+        max_quarantine_rate=max_quarantine_rate,
+    )
+
+
+def run_ingest(datasets: list[str], settings: Settings, max_quarantine_rate: float = 0.05) -> list:  # type: ignore[type-arg]
+    """Ingest the named datasets with a rich progress display; returns one IngestResult each."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from connectors.registry import get_source
+    from hub.ingest import ingest_dataset
+
+    ctx = build_context(settings, max_quarantine_rate)
+    results = []
+    columns = (TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=False) as bar:
+        for name in datasets:
+            task = bar.add_task(name, total=None)
+            results.append(
+                ingest_dataset(get_source(name), ctx, lambda _d, n, t=task: bar.advance(t, n))  # type: ignore[misc]
+            )
+            bar.update(task, total=bar.tasks[task].completed)
+    return results
+
+
+def print_summary(results: list) -> None:  # type: ignore[type-arg]
+    """The closing table: counts per dataset, drift, files set aside, errors."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hub.ingest import summary_frame
+
+    frame = summary_frame(results)
+    table = Table(title="ingest summary")
+    for col in frame.columns:
+        table.add_column(str(col), justify="right" if frame[col].dtype.kind in "iu" else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(str(v) for v in row))
+    Console(width=160).print(table)
+    for r in results:
+        for name, reason in r.rejected_files:
+            click.echo(f"  {r.dataset}: file {name} set aside: {reason}")
+        if r.quarantine_reasons:
+            top = sorted(r.quarantine_reasons.items(), key=lambda kv: -kv[1])[:5]
+            click.echo(f"  {r.dataset}: quarantine reasons " + ", ".join(f"{k}={v}" for k, v in top))
+
+
+@click.command("ingest")
+@click.argument("datasets", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Ingest every registered dataset.")
+@click.option("--max-quarantine-rate", default=0.05, show_default=True, type=float,
+              help="A batch with a larger share of bad rows is not staged and its watermark does not move.")
+def ingest(datasets: tuple[str, ...], all_: bool, max_quarantine_rate: float) -> None:
+    """Extract, conform, validate, quarantine, pseudonymise and stage source DATASETS (or --all).
+
+    Sources are found through HUB_SOURCE_<SYSTEM>_URL/_DIR or the local simulators (HUB_SIM_DATA);
+    staged batches go to $HUB_HOME/staging, encrypted quarantine to $HUB_HOME/quarantine. Re-running
+    continues from the durable watermark.
+    """
+    from connectors.registry import registry
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    names = list(registry()) if all_ else list(datasets)
+    if not names:
+        raise click.UsageError("name one or more datasets, or --all; known: " + ", ".join(registry()))
+    unknown = [n for n in names if n not in registry()]
+    if unknown:
+        raise click.UsageError(f"unknown dataset(s) {unknown}; known: {', '.join(registry())}")
+    results = run_ingest(names, Settings.from_env(), max_quarantine_rate)
+    print_summary(results)
+    if any(r.error for r in results):
+        sys.exit(1)
+
+
+@click.group("quarantine")
+def quarantine() -> None:
+    """List quarantined batches, or decrypt one for a data steward (logged like a reveal)."""
+
+
+@quarantine.command("list")
+@click.option("--dataset", default=None, help="Only this dataset.")
+def quarantine_list(dataset: str | None) -> None:
+    """Quarantined batches with row counts and reason codes (no values)."""
+    ctx = build_context(Settings.from_env())
+    entries = ctx.quarantine.entries(dataset)
+    if not entries:
+        click.echo("quarantine is empty")
+    for e in entries:
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(e.reasons.items()))
+        click.echo(f"{e.dataset}\t{e.batch_id}\t{e.rows} rows\tkey v{e.key_version}\t{reasons}")
+
+
+@quarantine.command("show")
+@click.argument("batch_id")
+@click.option("--reason", required=True, help="Why the steward needs the plaintext (logged).")
+@click.option("--operator", required=True, help="Who is looking (logged).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write CSV here instead of stdout.")
+def quarantine_show(batch_id: str, reason: str, operator: str, out: Path | None) -> None:
+    """Decrypt one quarantined batch; every look is appended to the hash-chained audit log."""
+    from privacy.audit_log import append_audit
+    from schemas.quarantine import QuarantineStore
+
+    settings = Settings.from_env()
+    ctx = build_context(settings)
+    match = [e for e in ctx.quarantine.entries() if e.batch_id == batch_id]
+    event = {"action": "quarantine_show", "operator": operator, "reason": reason, "batch_id": batch_id}
+    if not match:
+        append_audit({**event, "outcome": "not_found"}, settings.home / "audit" / "reveal.log")
+        raise click.ClickException(f"no quarantined batch {batch_id}; see `hub quarantine list`")
+    entry = match[0]
+    key = ctx.keyring.derive("quarantine", "quarantine", entry.key_version)
+    frame = QuarantineStore(settings.home / "quarantine", key, entry.key_version).read(entry)
+    append_audit({**event, "dataset": entry.dataset, "rows": entry.rows, "outcome": "shown"},
+                 settings.home / "audit" / "reveal.log")
+    if out:
+        frame.to_csv(out, index=False)
+        os.chmod(out, 0o600)
+        click.echo(f"{entry.rows} rows written to {out}")
+    else:
+        click.echo(frame.to_csv(index=False))
