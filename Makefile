@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(HUB) demo
 
 test: $(STAMP)
+	$(HUB) privacy check
 	$(PY) -m pytest
 
 bench: $(STAMP)

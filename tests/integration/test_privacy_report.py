@@ -199,13 +199,13 @@ def test_report_on_sqlite(
 
 @pytest.mark.postgres
 def test_report_on_postgresql(
-    hub_env: Path, pg_url: str, published: dict[str, pd.DataFrame], people: pd.DataFrame, truth: Path
+    hub_env: Path, fresh_pg_url: str, published: dict[str, pd.DataFrame], people: pd.DataFrame, truth: Path
 ) -> None:
-    _fill(pg_url, published, people, schema="publish")
-    _add_leak(pg_url, people)
+    _fill(fresh_pg_url, published, people, schema="publish")
+    _add_leak(fresh_pg_url, people)
     result = CliRunner().invoke(
         privacy,
-        ["report", "--out", str(hub_env / "pg"), "--database-url", pg_url, "--truth", str(truth), "--k", "5"],
+        ["report", "--out", str(hub_env / "pg"), "--database-url", fresh_pg_url, "--truth", str(truth), "--k", "5"],
     )
     assert result.exit_code == 0, result.output
     report = _check_report(hub_env / "pg", published, people, leaked=True, table_prefix="publish.")
