@@ -50,7 +50,7 @@ class BenchReport:
         finally:
             timing.seconds += time.perf_counter() - start
 
-    def print(self, ratios: dict[str, str] | None = None, out=sys.stdout) -> None:  # type: ignore[no-untyped-def]
+    def print(self, ratios: dict[str, str] | None = None, out=sys.stdout) -> None:
         """Print records/s per stage, each floor, ratios stage/floor and peak memory."""
         ratios = ratios or {}
         print(f"\n== {self.title} ==", file=out)

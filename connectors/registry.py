@@ -21,7 +21,9 @@ from connectors.errors import SourceError
 from schemas.contract import Contract, ContractError, packaged_contracts
 
 REGISTRY_PATH = Path(__file__).resolve().parent / "sources.yaml"
-_KEYS = frozenset({"system", "path", "pattern", "paging", "page_size", "schedule", "partitions", "lag_minutes"})
+_KEYS = frozenset(
+    {"system", "path", "pattern", "paging", "page_size", "schedule", "partitions", "lag_minutes"}
+)
 _PAGING = frozenset({"cursor", "offset"})
 
 
@@ -153,7 +155,11 @@ def locate(sim_data: Path, env: Mapping[str, str] | None = None) -> Locations:
         elif decl.kind == "sql":
             location = (manifest.get("datasets", {}).get(decl.dataset) or {}).get("location")
             if env.get(f"{key}_URL"):
-                location = {"url": env[f"{key}_URL"], "schema": env.get(f"{key}_SCHEMA"), "table": decl.contract.table}
+                location = {
+                    "url": env[f"{key}_URL"],
+                    "schema": env.get(f"{key}_SCHEMA"),
+                    "table": decl.contract.table,
+                }
             if location:
                 sql[decl.dataset] = location
         else:

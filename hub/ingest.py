@@ -111,10 +111,14 @@ def _chunks(decl: SourceDecl, ctx: IngestContext, run: IncrementalRun | None) ->
         base = ctx.locations.http.get(decl.system)
         if not base:
             raise SourceError(
-                decl.dataset, "", f"no URL for system '{decl.system}' (run `hub simulate serve` or set "
-                f"HUB_SOURCE_{decl.system.upper()}_URL)"
+                decl.dataset,
+                "",
+                f"no URL for system '{decl.system}' (run `hub simulate serve` or set "
+                f"HUB_SOURCE_{decl.system.upper()}_URL)",
             )
-        endpoint = HttpEndpoint(decl.system, decl.path or "", PAGINATORS[decl.paging or "cursor"], decl.page_size)
+        endpoint = HttpEndpoint(
+            decl.system, decl.path or "", PAGINATORS[decl.paging or "cursor"], decl.page_size
+        )
         http = HttpSource(decl.dataset, base, token=ctx.locations.token, endpoint=endpoint, lag=decl.lag)
         yield from http.read(since=since)
     elif decl.kind == "sql":
@@ -123,8 +127,10 @@ def _chunks(decl: SourceDecl, ctx: IngestContext, run: IncrementalRun | None) ->
         location = ctx.locations.sql.get(decl.dataset)
         if not location:
             raise SourceError(
-                decl.dataset, "", f"no database location (run `hub simulate generate` or set "
-                f"HUB_SOURCE_{decl.system.upper()}_URL)"
+                decl.dataset,
+                "",
+                f"no database location (run `hub simulate generate` or set "
+                f"HUB_SOURCE_{decl.system.upper()}_URL)",
             )
         yield from SqlSource.from_location(decl.dataset, location, lag=decl.lag).read(since=since)
     else:
@@ -156,7 +162,9 @@ def ingest_dataset(decl: SourceDecl, ctx: IngestContext, progress: Progress | No
             if progress:
                 progress(decl.dataset, len(chunk))
         if decl.kind == "files":
-            result.rejected_files = [(f.file_name, f.reason or "") for f in ctx.state.files(decl.dataset, ["rejected"])]
+            result.rejected_files = [
+                (f.file_name, f.reason or "") for f in ctx.state.files(decl.dataset, ["rejected"])
+            ]
     except (SourceError, QuarantineRateExceeded) as exc:
         result.error = str(exc)
         log.error("%s stopped: %s", decl.dataset, exc)
@@ -190,7 +198,9 @@ def _ingest_chunk(
         result.dropped_columns.update(conformed.unknown_columns)
         bad = raw.loc[checked.bad_index]
         if len(bad):
-            ctx.quarantine.put(decl.dataset, batch_id, bad, checked.reasons.loc[bad.index], bad[SOURCE_POSITION])
+            ctx.quarantine.put(
+                decl.dataset, batch_id, bad, checked.reasons.loc[bad.index], bad[SOURCE_POSITION]
+            )
             for reasons in checked.reasons.loc[bad.index]:
                 for reason in str(reasons).split(";"):
                     result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + 1
@@ -214,7 +224,9 @@ def _ingest_chunk(
             "duplicates_skipped": len(chunk.frame) - len(raw),
             "contract_version": contract.version,
             "key_versions": dict(protected.key_versions),
-            "dropped_columns": sorted(set(conformed.unknown_columns) | {d for d, *_ in _names(protected.dropped)}),
+            "dropped_columns": sorted(
+                set(conformed.unknown_columns) | {d for d, *_ in _names(protected.dropped)}
+            ),
             "watermark_after": _watermark_json(run.next) if run else None,
         }
         staging.write_batch(ctx.staging_root, manifest, protected.data, protected.linkage)

@@ -12,7 +12,7 @@ import click
 from hub.settings import Settings
 
 
-def build_context(settings: Settings, max_quarantine_rate: float = 0.05):  # type: ignore[no-untyped-def]
+def build_context(settings: Settings, max_quarantine_rate: float = 0.05):
     """Open state, staging, quarantine, policy and keyring as the settings say."""
     from connectors.registry import locate
     from connectors.state import StateStore
@@ -38,7 +38,7 @@ def build_context(settings: Settings, max_quarantine_rate: float = 0.05):  # typ
     )
 
 
-def run_ingest(datasets: list[str], settings: Settings, max_quarantine_rate: float = 0.05) -> list:  # type: ignore[type-arg]
+def run_ingest(datasets: list[str], settings: Settings, max_quarantine_rate: float = 0.05) -> list:
     """Ingest the named datasets with a rich progress display; returns one IngestResult each."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -51,14 +51,12 @@ def run_ingest(datasets: list[str], settings: Settings, max_quarantine_rate: flo
     with Progress(*columns, transient=False) as bar:
         for name in datasets:
             task = bar.add_task(name, total=None)
-            results.append(
-                ingest_dataset(get_source(name), ctx, lambda _d, n, t=task: bar.advance(t, n))  # type: ignore[misc]
-            )
+            results.append(ingest_dataset(get_source(name), ctx, lambda _d, n, t=task: bar.advance(t, n)))  # type: ignore[misc]
             bar.update(task, total=bar.tasks[task].completed)
     return results
 
 
-def print_summary(results: list) -> None:  # type: ignore[type-arg]
+def print_summary(results: list) -> None:
     """The closing table: counts per dataset, drift, files set aside, errors."""
     from rich.console import Console
     from rich.table import Table
@@ -83,8 +81,13 @@ def print_summary(results: list) -> None:  # type: ignore[type-arg]
 @click.command("ingest")
 @click.argument("datasets", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Ingest every registered dataset.")
-@click.option("--max-quarantine-rate", default=0.05, show_default=True, type=float,
-              help="A batch with a larger share of bad rows is not staged and its watermark does not move.")
+@click.option(
+    "--max-quarantine-rate",
+    default=0.05,
+    show_default=True,
+    type=float,
+    help="A batch with a larger share of bad rows is not staged and its watermark does not move.",
+)
 def ingest(datasets: tuple[str, ...], all_: bool, max_quarantine_rate: float) -> None:
     """Extract, conform, validate, quarantine, pseudonymise and stage source DATASETS (or --all).
 
@@ -129,7 +132,9 @@ def quarantine_list(dataset: str | None) -> None:
 @click.argument("batch_id")
 @click.option("--reason", required=True, help="Why the steward needs the plaintext (logged).")
 @click.option("--operator", required=True, help="Who is looking (logged).")
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write CSV here instead of stdout.")
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Write CSV here instead of stdout."
+)
 def quarantine_show(batch_id: str, reason: str, operator: str, out: Path | None) -> None:
     """Decrypt one quarantined batch; every look is appended to the hash-chained audit log."""
     from privacy.audit_log import append_audit
@@ -145,8 +150,10 @@ def quarantine_show(batch_id: str, reason: str, operator: str, out: Path | None)
     entry = match[0]
     key = ctx.keyring.derive("quarantine", "quarantine", entry.key_version)
     frame = QuarantineStore(settings.home / "quarantine", key, entry.key_version).read(entry)
-    append_audit({**event, "dataset": entry.dataset, "rows": entry.rows, "outcome": "shown"},
-                 settings.home / "audit" / "reveal.log")
+    append_audit(
+        {**event, "dataset": entry.dataset, "rows": entry.rows, "outcome": "shown"},
+        settings.home / "audit" / "reveal.log",
+    )
     if out:
         frame.to_csv(out, index=False)
         os.chmod(out, 0o600)

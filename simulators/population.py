@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.areas import COUNTIES, code_spans, all_area_codes
+from schemas.areas import COUNTIES, all_area_codes, code_spans
 from schemas.id_number import check_characters_series
 from simulators import names as nm
 

@@ -52,7 +52,10 @@ def _ingest(home: Path, sim: Path, *datasets: str, monkeypatch: pytest.MonkeyPat
 
 
 def test_all_datasets_leak_scan_and_rerun(
-    sim: tuple[Path, SimulatorServers], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    sim: tuple[Path, SimulatorServers],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from connectors.registry import registry
 
@@ -97,7 +100,9 @@ def test_sigkill_mid_run_then_rerun_equals_clean_run(
     servers.set_faults("renshe", {"script": ["ok"] + ["slow"] * 50, "slow_seconds": 1.0})
     proc = subprocess.Popen(
         [sys.executable, "-c", "from hub.cli import main; main()", "ingest", "renshe.insurance"],
-        env=_env(killed, data), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=_env(killed, data),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 90
     while time.time() < deadline and not staged_batches(killed / "staging", "renshe.insurance"):

@@ -51,5 +51,5 @@ def test_malformed_contract_names_file_and_field(tmp_path: Path, mutate, needle:
 def test_invalid_yaml_names_file(tmp_path: Path) -> None:
     path = tmp_path / "x.y.yaml"
     path.write_text("dataset: [unclosed", encoding="utf-8")
-    with pytest.raises(ContractError, match="x.y.yaml: not valid YAML"):
+    with pytest.raises(ContractError, match=r"x\.y\.yaml: not valid YAML"):
         load_contract(path)
