@@ -32,6 +32,8 @@ from schemas.validation import validate
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_QUARANTINE_RATE = 0.05
+# Rows per staged batch: coarse, because each batch pays a fixed GX and file cost (DESIGN: coarse tasks).
+BATCH_ROWS = 100_000
 
 
 class QuarantineRateExceeded(RuntimeError):
@@ -119,7 +121,10 @@ def _chunks(decl: SourceDecl, ctx: IngestContext, run: IncrementalRun | None) ->
         endpoint = HttpEndpoint(
             decl.system, decl.path or "", PAGINATORS[decl.paging or "cursor"], decl.page_size
         )
-        http = HttpSource(decl.dataset, base, token=ctx.locations.token, endpoint=endpoint, lag=decl.lag)
+        http = HttpSource(
+            decl.dataset, base, token=ctx.locations.token, endpoint=endpoint, lag=decl.lag,
+            pages_per_chunk=max(1, BATCH_ROWS // decl.page_size),
+        )
         yield from http.read(since=since)
     elif decl.kind == "sql":
         from connectors.sql import SqlSource
@@ -132,7 +137,7 @@ def _chunks(decl: SourceDecl, ctx: IngestContext, run: IncrementalRun | None) ->
                 f"no database location (run `hub simulate generate` or set "
                 f"HUB_SOURCE_{decl.system.upper()}_URL)",
             )
-        yield from SqlSource.from_location(decl.dataset, location, lag=decl.lag).read(since=since)
+        yield from SqlSource.from_location(decl.dataset, location, lag=decl.lag, chunk_rows=BATCH_ROWS).read(since=since)
     else:
         from connectors.files import FileDropSource
 
