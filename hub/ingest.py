@@ -137,7 +137,8 @@ def _chunks(decl: SourceDecl, ctx: IngestContext, run: IncrementalRun | None) ->
                 f"no database location (run `hub simulate generate` or set "
                 f"HUB_SOURCE_{decl.system.upper()}_URL)",
             )
-        yield from SqlSource.from_location(decl.dataset, location, lag=decl.lag, chunk_rows=BATCH_ROWS).read(since=since)
+        table = SqlSource.from_location(decl.dataset, location, lag=decl.lag, chunk_rows=BATCH_ROWS)
+        yield from table.read(since=since)
     else:
         from connectors.files import FileDropSource
 
