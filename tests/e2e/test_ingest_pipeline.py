@@ -149,3 +149,30 @@ def test_truncated_page_fails_with_dataset_and_page(
     assert result.error is not None
     assert "gongan.migrant" in result.error and "page 1" in result.error and "truncated" in result.error
     assert result.staged == 0 and not staged_batches(home / "staging", "gongan.migrant")
+
+
+def test_quarantine_list_and_show_are_audited(
+    sim: tuple[Path, SimulatorServers], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from hub.cli import cli
+    from privacy.audit_log import verify_log
+
+    data, _servers = sim
+    home = _home(tmp_path, "hub")
+    _ingest(home, data, "gongan.hukou", monkeypatch=monkeypatch)
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["quarantine", "list"])
+    assert listed.exit_code == 0, listed.output
+    batch = listed.output.split("\t")[1]
+    assert "gongan.hukou" in listed.output and "id_number" in listed.output
+    refused = runner.invoke(cli, ["quarantine", "show", batch])
+    assert refused.exit_code != 0 and "--reason" in refused.output
+    shown = runner.invoke(cli, ["quarantine", "show", batch, "--reason", "fix ID numbers", "--operator", "steward1"])
+    assert shown.exit_code == 0, shown.output
+    assert "gmsfhm" in shown.output  # the raw source columns, decrypted for the steward
+    log = home / "audit" / "reveal.log"
+    entries = [line for line in log.read_text(encoding="utf-8").splitlines() if line]
+    assert "quarantine_show" in entries[-1] and "steward1" in entries[-1]
+    assert verify_log(log).ok
