@@ -27,7 +27,7 @@ def demo(residents: int, seed: int) -> None:
     from simulators.generate import generate
     from simulators.http_server import start_servers
 
-    console = Console()
+    console = Console(soft_wrap=True)
     settings = Settings.from_env()
     settings.home.mkdir(parents=True, exist_ok=True)
     keyfile = settings.keyring
