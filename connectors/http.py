@@ -2,7 +2,7 @@
 
 Plain ``requests``, testable alone; the Airflow wiring only supplies a Connection (read here from
 ``AIRFLOW_CONN_<ID>`` without importing Airflow). Which path and parameter names a dataset uses is data
-(``ENDPOINTS``), not code branches.
+(``connectors/sources.yaml`` via ``endpoint_for``), not code branches.
 """
 
 from __future__ import annotations
@@ -256,13 +256,15 @@ class HttpEndpoint:
 #: Paging styles by the name the source registry uses.
 PAGINATORS: dict[str, Paginator] = {"cursor": CursorPaginator(), "offset": OffsetPaginator()}
 
-#: The HTTP datasets: path and paging per dataset, as data.
-ENDPOINTS: dict[str, HttpEndpoint] = {
-    "gongan.hukou": HttpEndpoint("gongan", "/api/v1/hukou", CursorPaginator(), 5000),
-    "gongan.migrant": HttpEndpoint("gongan", "/api/v1/migrant", CursorPaginator(), 5000),
-    "renshe.employment": HttpEndpoint("renshe", "/rs/employment", OffsetPaginator(), 5000),
-    "renshe.insurance": HttpEndpoint("renshe", "/rs/insurance", OffsetPaginator(), 5000),
-}
+
+def endpoint_for(dataset: str) -> HttpEndpoint:
+    """A registered HTTP dataset's endpoint, built from the source registry (its one declaration)."""
+    from connectors.registry import registry
+
+    decl = registry().get(dataset)
+    if decl is None or decl.kind != "http" or not decl.path or not decl.paging:
+        raise SourceError(dataset, "", "no HTTP endpoint is registered for this dataset")
+    return HttpEndpoint(decl.system, decl.path, PAGINATORS[decl.paging], decl.page_size)
 
 
 # -- the client ---------------------------------------------------------------------------------------------
@@ -310,10 +312,8 @@ class HttpSource:
         cursor_col: str | None = None,
         pk_cols: tuple[str, ...] | None = None,
     ) -> None:
-        if endpoint is None and dataset not in ENDPOINTS:
-            raise SourceError(dataset, "", "no HTTP endpoint is registered for this dataset")
         self.dataset = dataset
-        self.endpoint = endpoint or ENDPOINTS[dataset]
+        self.endpoint = endpoint or endpoint_for(dataset)
         conn = resolve_connection(token=token, conn_id=conn_id, base_url=base_url)
         if not conn.base_url:
             raise SourceError(dataset, "", "no base URL (argument or Airflow connection host)")

@@ -108,7 +108,7 @@ def _chunks(decl: SourceDecl, ctx: IngestContext, run: IncrementalRun | None) ->
     """The connector for a registered source, reading from where the state says."""
     since = run.since if run else None
     if decl.kind == "http":
-        from connectors.http import PAGINATORS, HttpEndpoint, HttpSource
+        from connectors.http import HttpSource, endpoint_for
 
         base = ctx.locations.http.get(decl.system)
         if not base:
@@ -118,11 +118,8 @@ def _chunks(decl: SourceDecl, ctx: IngestContext, run: IncrementalRun | None) ->
                 f"no URL for system '{decl.system}' (run `hub simulate serve` or set "
                 f"HUB_SOURCE_{decl.system.upper()}_URL)",
             )
-        endpoint = HttpEndpoint(
-            decl.system, decl.path or "", PAGINATORS[decl.paging or "cursor"], decl.page_size
-        )
         http = HttpSource(
-            decl.dataset, base, token=ctx.locations.token, endpoint=endpoint, lag=decl.lag,
+            decl.dataset, base, token=ctx.locations.token, endpoint=endpoint_for(decl.dataset), lag=decl.lag,
             pages_per_chunk=max(1, BATCH_ROWS // decl.page_size),
         )
         yield from http.read(since=since)
