@@ -8,12 +8,12 @@ import click
 
 # name -> "module:attribute" of a click command or group; imported lazily to keep `hub --help` fast.
 SUBCOMMANDS: dict[str, str] = {
-    "simulate": "simulators.cli:simulate",
+    "simulate": "hub.simulate_cli:simulate",
     "demo": "hub.demo:demo",
     "ingest": "hub.ingest_cli:ingest",
     "quarantine": "hub.ingest_cli:quarantine",
-    "privacy": "privacy.cli:privacy",
-    "keys": "privacy.cli:keys",
+    "privacy": "hub.privacy_cli:privacy",
+    "keys": "hub.privacy_cli:keys",
 }
 
 

@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from privacy.audit_log import append_audit
-from privacy.cli import privacy
+from hub.privacy_cli import privacy
 from privacy.keyring import KEYRING_ENV, Keyring
 from privacy.policy import POLICY_PATH, load_policy
 from privacy.protect import protect

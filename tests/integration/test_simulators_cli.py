@@ -15,7 +15,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from simulators.cli import simulate
+from hub.simulate_cli import simulate
 from simulators.generate import generate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def test_advance_prints_rows_per_dataset_and_kind(sim_dir: Path) -> None:
 
 
 def test_serve_runs_as_a_process_and_stops_cleanly_on_sigterm(sim_dir: Path) -> None:
-    entry = "from simulators.cli import simulate; simulate()"
+    entry = "from hub.simulate_cli import simulate; simulate()"
     command = [sys.executable, "-c", entry, "serve", "--data", str(sim_dir)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from privacy.cli import keys
+from hub.privacy_cli import keys
 from privacy.keyring import (
     KEYRING_ENV,
     Keyring,

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from privacy.cli import privacy
+from hub.privacy_cli import privacy
 from privacy.coverage import check_coverage
 from privacy.policy import POLICY_PATH, PolicyError, load_policy, parse_policy, parse_treatment
 from schemas.contract import CONTRACTS_DIR, packaged_contracts

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from privacy.audit_log import append_audit, read_entries, verify_log
-from privacy.cli import privacy
+from hub.privacy_cli import privacy
 from privacy.keyring import KEYRING_ENV, Keyring
 from privacy.operators import encrypt_value, token_value
 from privacy.policy import load_policy

@@ -1,6 +1,6 @@
 """`hub privacy` (check, reveal, verify-log, report) and `hub keys` (init, rotate, destroy, list).
 
-Registered in hub/cli.py as "privacy.cli:privacy" and "privacy.cli:keys". `reveal` is the one place
+Registered in hub/cli.py as "hub.privacy_cli:privacy" and "hub.privacy_cli:keys". `reveal` is the one place
 where a plaintext value is printed, and only after the attempt is in the audit log.
 """
 

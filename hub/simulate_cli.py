@@ -13,7 +13,7 @@ import click
 
 
 def _default_data() -> Path:
-    """HUB_SIM_DATA, else var/sim (the settings default), so the commands agree without options."""
+    """HUB_SIM_DATA, else <HUB_HOME>/sim (the settings default), so the commands agree without options."""
     from hub.settings import Settings
 
     return Settings.from_env().sim_data
