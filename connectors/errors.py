@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from schemas.base import HubError
 
-class SourceError(RuntimeError):
+
+class SourceError(HubError):
     """A source could not be read (after retries); the message names the dataset and where it stopped."""
 
     def __init__(self, dataset: str, where: str, reason: str) -> None:
@@ -13,5 +15,5 @@ class SourceError(RuntimeError):
         self.reason = reason
 
 
-class StateError(RuntimeError):
+class StateError(HubError):
     """Incremental state would go wrong (e.g. a watermark moving backwards)."""

@@ -1,7 +1,7 @@
 """HTTP/JSON source client: bearer auth, explicit paginators, retries with backoff that honour Retry-After.
 
-Plain ``requests``, testable alone; the Airflow wiring only supplies a Connection (read here from
-``AIRFLOW_CONN_<ID>`` without importing Airflow). Which path and parameter names a dataset uses is data
+Plain ``requests``, testable alone; the Airflow wiring only supplies a Connection (its ``AIRFLOW_CONN_*``
+value, parsed here without importing Airflow; the caller reads it from wherever it is kept). Which path and parameter names a dataset uses is data
 (``connectors/sources.yaml`` via ``endpoint_for``), not code branches.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,7 +36,6 @@ log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _KEY_SEP = "\x1f"  # joins (cursor, pk) into one key that sorts like the tuple
 _STRING_TYPES = {pa.string(): pd.StringDtype()}
-TOKEN_ENV = "HUB_SOURCE_TOKEN"
 
 
 # -- retries -----------------------------------------------------------------------------------------------
@@ -122,22 +120,12 @@ def parse_airflow_connection(value: str) -> SourceConnection:
 
 def resolve_connection(
     token: str | None = None,
-    conn_id: str | None = None,
+    airflow_conn: str | None = None,
     base_url: str | None = None,
-    env: Mapping[str, str] | None = None,
 ) -> SourceConnection:
-    """Base URL and token from, in order: arguments, ``AIRFLOW_CONN_<CONN_ID>``, then ``HUB_SOURCE_TOKEN``."""
-    env = os.environ if env is None else env
-    from_conn = SourceConnection(None, None)
-    if conn_id:
-        key = f"AIRFLOW_CONN_{conn_id.upper()}"
-        if key not in env:
-            raise SourceError(conn_id, "", f"connection {key} is not set")
-        from_conn = parse_airflow_connection(env[key])
-    return SourceConnection(
-        base_url or from_conn.base_url,
-        token or from_conn.token or env.get(TOKEN_ENV) or None,
-    )
+    """Base URL and token: explicit arguments win over those inside an Airflow connection value."""
+    from_conn = parse_airflow_connection(airflow_conn) if airflow_conn else SourceConnection(None, None)
+    return SourceConnection(base_url or from_conn.base_url, token or from_conn.token or None)
 
 
 # -- paginators ---------------------------------------------------------------------------------------------
@@ -299,7 +287,7 @@ class HttpSource:
         base_url: str | None = None,
         *,
         token: str | None = None,
-        conn_id: str | None = None,
+        airflow_conn: str | None = None,
         endpoint: HttpEndpoint | None = None,
         page_size: int | None = None,
         pages_per_chunk: int = 4,
@@ -314,11 +302,11 @@ class HttpSource:
     ) -> None:
         self.dataset = dataset
         self.endpoint = endpoint or endpoint_for(dataset)
-        conn = resolve_connection(token=token, conn_id=conn_id, base_url=base_url)
+        conn = resolve_connection(token=token, airflow_conn=airflow_conn, base_url=base_url)
         if not conn.base_url:
             raise SourceError(dataset, "", "no base URL (argument or Airflow connection host)")
         if not conn.token:
-            raise SourceError(dataset, "", f"no bearer token (argument, Airflow connection or {TOKEN_ENV})")
+            raise SourceError(dataset, "", "no bearer token (HUB_SOURCE_<SYSTEM>_TOKEN or the Airflow connection)")
         self.base_url = conn.base_url.rstrip("/")
         self.page_size = page_size or self.endpoint.page_size
         self.pages_per_chunk = max(1, pages_per_chunk)

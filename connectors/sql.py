@@ -7,7 +7,6 @@ each chunk's position is the keyset of its last row, from which a resumed read c
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -76,7 +75,7 @@ class SqlSource:
         *,
         table: str | None = None,
         schema: str | None = None,
-        conn_id: str | None = None,
+        airflow_conn: str | None = None,
         cursor_col: str | None = None,
         pk_cols: Sequence[str] | None = None,
         chunk_rows: int = 50_000,
@@ -91,11 +90,8 @@ class SqlSource:
         if not self.table_name or not cursor or not self.pk_cols:
             raise SourceError(dataset, "", "a SQL source needs a table, a cursor column and a primary key")
         self.cursor_col: str = cursor
-        if url is None and conn_id:
-            key = f"AIRFLOW_CONN_{conn_id.upper()}"
-            if key not in os.environ:
-                raise SourceError(dataset, "", f"connection {key} is not set")
-            url = sqlalchemy_url_from_airflow(os.environ[key])
+        if url is None and airflow_conn:
+            url = sqlalchemy_url_from_airflow(airflow_conn)
         if url is None:
             raise SourceError(dataset, "", "no database URL (argument or Airflow connection)")
         self._own_engine = not isinstance(url, sa.Engine)

@@ -191,22 +191,17 @@ def test_wrong_token_fails_at_once_without_showing_it(sim: SimulatorServers) -> 
     assert source.stats.requests == 1
 
 
-def test_token_from_airflow_connection_json_uri_and_env(
-    sim: SimulatorServers, generated: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_token_from_airflow_connection_json_and_uri(sim: SimulatorServers, generated: Path) -> None:
     rows = _rows(generated, "gongan.migrant")
     host, port = sim.urls["gongan"].removeprefix("http://").split(":")
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_GONGAN_API",
-        json.dumps({"conn_type": "http", "host": host, "port": int(port), "password": sim.token}),
-    )
-    source = HttpSource("gongan.migrant", conn_id="gongan_api", retry=FAST)
+    conn = json.dumps({"conn_type": "http", "host": host, "port": int(port), "password": sim.token})
+    source = HttpSource("gongan.migrant", airflow_conn=conn, retry=FAST)
     assert source.base_url == sim.urls["gongan"]
     assert len(_read_all(source)) == rows
-    monkeypatch.setenv("AIRFLOW_CONN_GONGAN_API", f"http://hub:{sim.token}@{host}:{port}")
-    assert len(_read_all(HttpSource("gongan.migrant", conn_id="gongan_api", retry=FAST))) == rows
-    monkeypatch.setenv("HUB_SOURCE_TOKEN", sim.token)
-    assert len(_read_all(HttpSource("gongan.migrant", sim.urls["gongan"], retry=FAST))) == rows
+    uri = f"http://hub:{sim.token}@{host}:{port}"
+    assert len(_read_all(HttpSource("gongan.migrant", airflow_conn=uri, retry=FAST))) == rows
+    with pytest.raises(SourceError, match="no bearer token"):
+        HttpSource("gongan.migrant", sim.urls["gongan"], retry=FAST)
 
 
 def test_connection_parsing_and_retry_after_forms() -> None:
@@ -217,8 +212,7 @@ def test_connection_parsing_and_retry_after_forms() -> None:
     parsed = parse_airflow_connection("http://user:a%2Fb@10.0.0.5:8080/https")
     assert parsed.base_url == "https://10.0.0.5:8080" and parsed.token == "a/b"
     assert "t%x" not in repr(resolve_connection(token="t%x", base_url="http://h"))
-    with pytest.raises(SourceError, match="AIRFLOW_CONN_NOPE is not set"):
-        resolve_connection(conn_id="nope", env={})
+    assert resolve_connection(token="mine", airflow_conn="http://u:theirs@h:1").token == "mine"
     now = datetime(2026, 11, 1, tzinfo=UTC)
     assert retry_after_seconds(format_datetime(now + timedelta(seconds=3), usegmt=True), now) == 3.0
     assert retry_after_seconds("2") == 2.0

@@ -142,10 +142,10 @@ def test_missing_table_and_columns_are_named(tmp_path: Path) -> None:
     engine.dispose()
 
 
-def test_sql_source_from_airflow_connection(generated: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sql_source_from_airflow_connection(generated: Path) -> None:
     database = sa.engine.make_url(_location(generated)["url"]).database
-    monkeypatch.setenv("AIRFLOW_CONN_MINZHENG_DB", json.dumps({"conn_type": "sqlite", "host": database}))
-    rows = sum(len(c) for c in SqlSource(DATASET, conn_id="minzheng_db").read())
+    conn = json.dumps({"conn_type": "sqlite", "host": database})
+    rows = sum(len(c) for c in SqlSource(DATASET, airflow_conn=conn).read())
     assert rows == json.loads((generated / "manifest.json").read_text())["datasets"][DATASET]["rows"]
 
 
