@@ -13,7 +13,6 @@ import json
 import os
 import re
 import struct
-import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ import pyarrow.parquet as pq
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from schemas.base import HubError, write_atomic
+
 MAGIC = b"HUBQUAR1"
 SUFFIX = ".quarantine"
 NONCE_BYTES = 12
@@ -37,7 +38,7 @@ _HEADER_LENGTH = struct.Struct(">I")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-class QuarantineError(RuntimeError):
+class QuarantineError(HubError):
     """A quarantine file cannot be read or written; the message names the file, never a value or key."""
 
 
@@ -171,7 +172,7 @@ class QuarantineStore:
             nonce, _parquet_bytes(payload), associated_data(dataset, batch_id, self.key_version)
         )
         head = json.dumps(header, ensure_ascii=False, sort_keys=True).encode("utf-8")
-        write_atomically(path, MAGIC + _HEADER_LENGTH.pack(len(head)) + head + nonce + sealed)
+        write_atomic(path, MAGIC + _HEADER_LENGTH.pack(len(head)) + head + nonce + sealed)
         return _entry(path, header)
 
     def entries(self, dataset: str | None = None) -> list[QuarantineEntry]:
@@ -212,18 +213,3 @@ class QuarantineStore:
             raise QuarantineError(f"{path}: the header's counts do not match the encrypted rows")
         return frame
 
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Owner-only file written under a temporary name, flushed to disk, then renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
