@@ -22,7 +22,7 @@ import pandas as pd
 
 from schemas.conform import AREA_CODE_SHAPE, COMMUNITY_CODE_SHAPE, ID_SHAPE, PHONE_SHAPE, Conformed
 from schemas.contract import Contract, ContractField
-from schemas.quarantine import write_atomically
+from schemas.base import write_atomic
 
 if TYPE_CHECKING:
     from great_expectations.core import ExpectationSuite
@@ -156,7 +156,7 @@ def _scrub(node: Any) -> Any:
 
 def _write_json(path: Path, payload: Any) -> None:
     """JSON written atomically and owner-only, so readers never see half a file."""
-    write_atomically(path, json.dumps(payload, ensure_ascii=False, indent=1, default=str).encode("utf-8"))
+    write_atomic(path, json.dumps(payload, ensure_ascii=False, indent=1, default=str).encode("utf-8"))
 
 
 def gx_frame(data: pd.DataFrame, contract: Contract) -> pd.DataFrame:
