@@ -1,8 +1,8 @@
 """HTTP/JSON source client: bearer auth, explicit paginators, retries with backoff that honour Retry-After.
 
-Plain ``requests``, testable alone; the Airflow wiring only supplies a Connection (its ``AIRFLOW_CONN_*``
-value, parsed here without importing Airflow; the caller reads it from wherever it is kept). Which path and parameter names a dataset uses is data
-(``connectors/sources.yaml`` via ``endpoint_for``), not code branches.
+Plain ``requests``, testable alone; the Airflow wiring only supplies a Connection (an ``AIRFLOW_CONN_*``
+value, parsed here without importing Airflow; the caller reads it wherever it is kept). Which path and
+parameter names a dataset uses is data (``connectors/sources.yaml`` via ``endpoint_for``), not code branches.
 """
 
 from __future__ import annotations

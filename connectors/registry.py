@@ -7,9 +7,8 @@ the Airflow ingest DAGs are generated from ``load_registry()``, so a dataset is 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cache
 from pathlib import Path
@@ -122,46 +121,68 @@ def get_source(dataset: str) -> SourceDecl:
 
 
 @dataclass(frozen=True)
+class SystemConfig:
+    """What the operator configured for one department system; unset parts fall back to the simulators."""
+
+    system: str
+    url: str | None = None  # HTTP base URL, or database URL for a SQL system
+    schema: str | None = None
+    directory: Path | None = None  # root of a file-drop system
+    token: str | None = field(default=None, repr=False)
+    airflow_conn: str | None = field(default=None, repr=False)  # an AIRFLOW_CONN_* value; credential inside
+
+
+@dataclass(frozen=True)
 class Locations:
-    """Where each department system is for this run (from the environment, else the local simulators)."""
+    """Where each department system is for this run, and each system's own credential."""
 
     http: Mapping[str, str]  # system -> base URL
-    token: str | None
+    tokens: Mapping[str, str]  # system -> bearer token (one credential per system)
     sql: Mapping[str, Mapping[str, Any]]  # dataset -> {"url", "schema", "table"}
     files: Mapping[str, Path]  # system -> root folder the declared paths are under
 
-    def __repr__(self) -> str:  # the token is a credential: never shown
+    def __repr__(self) -> str:  # tokens are credentials: never shown
         return f"Locations(http={dict(self.http)}, sql={sorted(self.sql)}, files={dict(self.files)})"
 
 
-def locate(sim_data: Path, env: Mapping[str, str] | None = None) -> Locations:
-    """Resolve locations: ``HUB_SOURCE_<SYSTEM>_URL`` / ``_DIR`` and ``HUB_SOURCE_TOKEN`` win over the simulators."""
-    env = os.environ if env is None else env
+def locate(sim_data: Path, systems: Mapping[str, SystemConfig] | None = None) -> Locations:
+    """Resolve locations: what ``systems`` configures wins over the local simulators (serve.json, manifest)."""
+    from connectors.http import parse_airflow_connection
+    from connectors.sql import sqlalchemy_url_from_airflow
+
+    systems = systems or {}
     serve: dict[str, Any] = {}
     manifest: dict[str, Any] = {}
     if (sim_data / "serve.json").is_file():
         serve = json.loads((sim_data / "serve.json").read_text(encoding="utf-8"))
     if (sim_data / "manifest.json").is_file():
         manifest = json.loads((sim_data / "manifest.json").read_text(encoding="utf-8"))
+    served_tokens = serve.get("tokens") or {}
     http: dict[str, str] = {}
+    tokens: dict[str, str] = {}
     sql: dict[str, Mapping[str, Any]] = {}
     files: dict[str, Path] = {}
     for decl in registry().values():
-        key = f"HUB_SOURCE_{decl.system.upper()}"
+        cfg = systems.get(decl.system) or SystemConfig(decl.system)
         if decl.kind == "http":
-            url = env.get(f"{key}_URL") or serve.get(decl.system)
+            conn = parse_airflow_connection(cfg.airflow_conn) if cfg.airflow_conn else None
+            url = cfg.url or (conn.base_url if conn else None) or serve.get(decl.system)
+            token = cfg.token or (conn.token if conn else None) or served_tokens.get(decl.system) or serve.get("token")
             if url:
                 http[decl.system] = str(url)
+            if token:
+                tokens[decl.system] = str(token)
         elif decl.kind == "sql":
             location = (manifest.get("datasets", {}).get(decl.dataset) or {}).get("location")
-            if env.get(f"{key}_URL"):
-                location = {
-                    "url": env[f"{key}_URL"],
-                    "schema": env.get(f"{key}_SCHEMA"),
-                    "table": decl.contract.table,
-                }
+            db_url = cfg.url or (
+                sqlalchemy_url_from_airflow(cfg.airflow_conn).render_as_string(hide_password=False)
+                if cfg.airflow_conn
+                else None
+            )
+            if db_url:
+                location = {"url": db_url, "schema": cfg.schema, "table": decl.contract.table}
             if location:
                 sql[decl.dataset] = location
         else:
-            files[decl.system] = Path(env.get(f"{key}_DIR") or sim_data)
-    return Locations(http, env.get("HUB_SOURCE_TOKEN") or serve.get("token"), sql, files)
+            files[decl.system] = cfg.directory or sim_data
+    return Locations(http, tokens, sql, files)

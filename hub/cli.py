@@ -1,4 +1,4 @@
-"""The `hub` command. Sub-commands live beside their stage package and are imported only when used."""
+"""The `hub` command. Sub-commands are imported only when used, so `hub --help` stays fast."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, str] = {
     "quarantine": "hub.ingest_cli:quarantine",
     "privacy": "hub.privacy_cli:privacy",
     "keys": "hub.privacy_cli:keys",
+    "settings": "hub.cli:settings_command",
 }
 
 
@@ -39,6 +40,30 @@ def cli() -> None:
 
     Start with `hub demo`; every sub-command has its own --help.
     """
+
+
+@click.command("settings")
+def settings_command() -> None:
+    """Show every setting, its value and where it came from (environment or default); secrets are redacted.
+
+    HUB_HOME is resolved once, here: its default is var/ of the checkout the hub runs from (or the user's
+    data folder for an installed package), never the current working directory.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from hub.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+    table = Table(title="hub settings")
+    for name in ("setting", "value", "from"):
+        table.add_column(name, overflow="fold")
+    for row in settings.describe():
+        table.add_row(*row)
+    Console(width=160).print(table)
 
 
 def main() -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import click
 
@@ -22,7 +20,7 @@ def demo(residents: int, seed: int) -> None:
     from rich.console import Console
 
     from connectors.registry import registry
-    from hub.ingest_cli import print_summary, run_ingest
+    from hub.ingest_cli import print_summary, report_failures, run_ingest
     from privacy.keyring import init_keyfile
     from simulators.generate import generate
     from simulators.http_server import start_servers
@@ -31,7 +29,7 @@ def demo(residents: int, seed: int) -> None:
     settings = Settings.from_env()
     settings.home.mkdir(parents=True, exist_ok=True)
     keyfile = settings.keyring
-    if not os.environ.get("HUB_KEYRING_JSON") and not os.path.exists(keyfile):
+    if settings.keyring_json is None and not keyfile.exists():
         init_keyfile(keyfile)
         console.print(
             f"[yellow]demo keyring written to {keyfile} (mode 0600): a local keyfile is for the demo only[/]"
@@ -59,5 +57,4 @@ def demo(residents: int, seed: int) -> None:
     console.print(f"  incremental state            : {settings.database_url}")
     console.print(f"  synthetic sources and truth  : {settings.sim_data}")
     console.print(f"  privacy officer's report     : hub privacy report --out {home / 'report'}")
-    if any(r.error for r in results):
-        sys.exit(1)
+    report_failures(results)

@@ -3,6 +3,7 @@
 Each chunk a connector yields becomes one staged batch. The staged batch is the commit point: its
 manifest carries the watermark reached, and a run first rolls the durable state forward to the newest
 staged batch, so a run killed between staging and advancing the state neither loses nor repeats rows.
+A failing dataset is reported in its result and never stops the others.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from hub import staging
 from privacy.keyring import Keyring
 from privacy.policy import Policy
 from privacy.protect import protect
+from schemas.base import HubError
 from schemas.conform import conform
 from schemas.quarantine import QuarantineStore
 from schemas.validation import validate
@@ -32,11 +35,13 @@ from schemas.validation import validate
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_QUARANTINE_RATE = 0.05
+# A rate over fewer rows says nothing: one bad row in a 19-row drop is not 5 % of anything that matters.
+DEFAULT_QUARANTINE_WINDOW = 200
 # Rows per staged batch: coarse, because each batch pays a fixed GX and file cost (DESIGN: coarse tasks).
 BATCH_ROWS = 100_000
 
 
-class QuarantineRateExceeded(RuntimeError):
+class QuarantineRateExceeded(HubError):
     """A batch had too many bad rows: it is not staged and its watermark does not move."""
 
 
@@ -80,6 +85,7 @@ class IngestContext:
     locations: Locations
     results_dir: Path
     max_quarantine_rate: float = DEFAULT_MAX_QUARANTINE_RATE
+    quarantine_window: int = DEFAULT_QUARANTINE_WINDOW
 
 
 Progress = Callable[[str, int], None]
@@ -95,7 +101,7 @@ def roll_forward(ctx: IngestContext, dataset: str) -> None:
     """Advance the durable watermark to the newest staged batch (the commit point) if a run died before."""
     durable = ctx.state.watermark(dataset)
     newest: dict[str, Any] | None = None
-    for manifest_path in sorted((ctx.staging_root / dataset).glob(f"*/{staging.MANIFEST}")):
+    for manifest_path in staging.batch_manifest_paths(ctx.staging_root, dataset):
         mark = json.loads(manifest_path.read_text(encoding="utf-8")).get("watermark_after")
         if mark and (newest is None or mark["cursor"] > newest["cursor"]):
             newest = mark
@@ -104,8 +110,8 @@ def roll_forward(ctx: IngestContext, dataset: str) -> None:
         ctx.state.advance(dataset, Watermark(newest["cursor"], newest["boundary"], newest.get("position")))
 
 
-def _chunks(decl: SourceDecl, ctx: IngestContext, run: IncrementalRun | None) -> Iterator[SourceChunk]:
-    """The connector for a registered source, reading from where the state says."""
+def _chunks(decl: SourceDecl, ctx: IngestContext, run: IncrementalRun | None) -> Generator[SourceChunk, None, None]:
+    """The connector for a registered source, reading from where the state says; closing it closes the connector."""
     since = run.since if run else None
     if decl.kind == "http":
         from connectors.http import HttpSource, endpoint_for
@@ -118,11 +124,19 @@ def _chunks(decl: SourceDecl, ctx: IngestContext, run: IncrementalRun | None) ->
                 f"no URL for system '{decl.system}' (run `hub simulate serve` or set "
                 f"HUB_SOURCE_{decl.system.upper()}_URL)",
             )
-        http = HttpSource(
-            decl.dataset, base, token=ctx.locations.token, endpoint=endpoint_for(decl.dataset), lag=decl.lag,
+        token = ctx.locations.tokens.get(decl.system)
+        if not token:
+            name = decl.system.upper()
+            raise SourceError(
+                decl.dataset,
+                "",
+                f"no credential for system '{decl.system}' (set HUB_SOURCE_{name}_TOKEN or AIRFLOW_CONN_HUB_{name})",
+            )
+        with HttpSource(
+            decl.dataset, base, token=token, endpoint=endpoint_for(decl.dataset), lag=decl.lag,
             pages_per_chunk=max(1, BATCH_ROWS // decl.page_size),
-        )
-        yield from http.read(since=since)
+        ) as http:
+            yield from http.read(since=since)
     elif decl.kind == "sql":
         from connectors.sql import SqlSource
 
@@ -134,8 +148,8 @@ def _chunks(decl: SourceDecl, ctx: IngestContext, run: IncrementalRun | None) ->
                 f"no database location (run `hub simulate generate` or set "
                 f"HUB_SOURCE_{decl.system.upper()}_URL)",
             )
-        table = SqlSource.from_location(decl.dataset, location, lag=decl.lag, chunk_rows=BATCH_ROWS)
-        yield from table.read(since=since)
+        with SqlSource.from_location(decl.dataset, location, lag=decl.lag, chunk_rows=BATCH_ROWS) as table:
+            yield from table.read(since=since)
     else:
         from connectors.files import FileDropSource
 
@@ -148,29 +162,35 @@ def ingest_dataset(decl: SourceDecl, ctx: IngestContext, progress: Progress | No
     """Run one dataset end to end; errors stop the dataset (not the others) and are reported, not raised."""
     contract = decl.contract
     result = IngestResult(decl.dataset)
-    run: IncrementalRun | None = None
-    if contract.cursor:
-        roll_forward(ctx, decl.dataset)
-        run = ctx.state.begin(decl.dataset, contract.cursor, contract.primary_key, decl.lag)
     results_dir = ctx.results_dir / decl.dataset
     try:
-        chunks = _chunks(decl, ctx, run)
-        while True:
-            t0 = time.perf_counter()
-            chunk = next(chunks, None)
-            result.times.extract += time.perf_counter() - t0
-            if chunk is None:
-                break
-            _ingest_chunk(decl, ctx, run, chunk, result, results_dir)
-            if progress:
-                progress(decl.dataset, len(chunk))
+        for stale in staging.remove_stale_temp(ctx.staging_root, decl.dataset):
+            log.warning("%s: removed %s, left by a run killed while staging", decl.dataset, stale.name)
+        run: IncrementalRun | None = None
+        if contract.cursor:
+            roll_forward(ctx, decl.dataset)
+            run = ctx.state.begin(decl.dataset, contract.cursor, contract.primary_key, decl.lag)
+        with closing(_chunks(decl, ctx, run)) as chunks:
+            while True:
+                t0 = time.perf_counter()
+                chunk = next(chunks, None)
+                result.times.extract += time.perf_counter() - t0
+                if chunk is None:
+                    break
+                _ingest_chunk(decl, ctx, run, chunk, result, results_dir)
+                if progress:
+                    progress(decl.dataset, len(chunk))
         if decl.kind == "files":
             result.rejected_files = [
                 (f.file_name, f.reason or "") for f in ctx.state.files(decl.dataset, ["rejected"])
             ]
-    except (SourceError, QuarantineRateExceeded) as exc:
+    except HubError as exc:
         result.error = str(exc)
         log.error("%s stopped: %s", decl.dataset, exc)
+    except OSError as exc:  # disk full, permissions, a vanished folder: name the file, go on with the others
+        where = f" ({exc.filename})" if exc.filename else ""
+        result.error = f"{type(exc).__name__}{where}: {exc.strerror or exc}"
+        log.error("%s stopped: %s", decl.dataset, result.error)
     return result
 
 
@@ -207,10 +227,15 @@ def _ingest_chunk(
             for reasons in checked.reasons.loc[bad.index]:
                 for reason in str(reasons).split(";"):
                     result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + 1
-        if checked.quarantine_rate > ctx.max_quarantine_rate:
+        rows = len(checked.good) + len(bad)
+        rate = len(bad) / max(rows, ctx.quarantine_window)
+        if rate > ctx.max_quarantine_rate:
             raise QuarantineRateExceeded(
-                f"{decl.dataset} batch {batch_id} ({chunk.position}): quarantine rate "
-                f"{checked.quarantine_rate:.1%} exceeds {ctx.max_quarantine_rate:.0%}; not staged, watermark kept"
+                f"{decl.dataset} batch {batch_id} ({chunk.position}): {len(bad)} of {rows} rows quarantined, "
+                f"{rate:.1%} over a window of max({rows}, {ctx.quarantine_window}) rows exceeds the limit "
+                f"{ctx.max_quarantine_rate:.1%}; the batch is not staged and the watermark is kept. "
+                f"See the reasons: hub quarantine list --dataset {decl.dataset}; after fixing the source, "
+                f"or to accept it: hub ingest {decl.dataset} --max-quarantine-rate {min(1.0, rate + 0.005):.3f}"
             )
         t3 = time.perf_counter()
         protected = protect(checked.good, contract, ctx.policy, ctx.keyring)

@@ -6,57 +6,83 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from hub.settings import Settings
 
+if TYPE_CHECKING:
+    from hub.ingest import IngestContext, IngestResult
 
-def build_context(settings: Settings, max_quarantine_rate: float = 0.05):
+
+log = logging.getLogger(__name__)
+
+
+def build_context(settings: Settings, max_quarantine_rate: float | None = None) -> IngestContext:
     """Open state, staging, quarantine, policy and keyring as the settings say."""
     from connectors.registry import locate
     from connectors.state import StateStore
     from hub.ingest import IngestContext
-    from privacy.keyring import Keyring
     from privacy.policy import load_policy
+    from schemas.base import private_dir
     from schemas.quarantine import QuarantineStore
 
-    settings.home.mkdir(parents=True, exist_ok=True)
-    keyring = Keyring.load({**os.environ, "HUB_KEYRING": settings.keyring})
+    private_dir(settings.home)
+    keyring = settings.load_keyring()
     version = keyring.active_version
     return IngestContext(
-        state=StateStore(settings.database_url),
+        state=StateStore(settings.engine()),
         staging_root=settings.home / "staging",
         quarantine=QuarantineStore(
             settings.home / "quarantine", keyring.derive("quarantine", "quarantine", version), version
         ),
         policy=load_policy(),
         keyring=keyring,
-        locations=locate(settings.sim_data),
+        locations=locate(settings.sim_data, settings.sources),
         results_dir=settings.home / "runs" / "gx",
-        max_quarantine_rate=max_quarantine_rate,
+        max_quarantine_rate=settings.max_quarantine_rate if max_quarantine_rate is None else max_quarantine_rate,
+        quarantine_window=settings.quarantine_window_rows,
     )
 
 
-def run_ingest(datasets: list[str], settings: Settings, max_quarantine_rate: float = 0.05) -> list:
-    """Ingest the named datasets with a rich progress display; returns one IngestResult each."""
+def run_ingest(datasets: list[str], settings: Settings, max_quarantine_rate: float | None = None) -> list[IngestResult]:
+    """Ingest the named datasets with a rich progress display; one IngestResult each, failures included."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from connectors.registry import get_source
-    from hub.ingest import ingest_dataset
+    from hub.ingest import IngestResult, ingest_dataset
 
     ctx = build_context(settings, max_quarantine_rate)
     results = []
     columns = (TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=False) as bar:
-        for name in datasets:
-            task = bar.add_task(name, total=None)
-            results.append(ingest_dataset(get_source(name), ctx, lambda _d, n, t=task: bar.advance(t, n)))  # type: ignore[misc]
-            bar.update(task, total=bar.tasks[task].completed)
+    try:
+        with Progress(*columns, transient=False) as bar:
+            for name in datasets:
+                task = bar.add_task(name, total=None)
+                try:
+                    result = ingest_dataset(get_source(name), ctx, lambda _d, n, t=task: bar.advance(t, n))  # type: ignore[misc]
+                except Exception as exc:  # a bug in one dataset's path must not cost the others their run
+                    log.exception("%s: unexpected failure", name)
+                    result = IngestResult(name, error=f"unexpected {type(exc).__name__}; see the log above")
+                results.append(result)
+                bar.update(task, total=bar.tasks[task].completed)
+    finally:
+        ctx.state.engine.dispose()
     return results
 
 
-def print_summary(results: list) -> None:
+def report_failures(results: list[IngestResult]) -> None:
+    """Name every dataset that failed, and exit 1 when any did (after all of them ran)."""
+    failed = [r for r in results if r.error]
+    if failed:
+        click.echo(f"\n{len(failed)} of {len(results)} dataset(s) failed:", err=True)
+        for r in failed:
+            click.echo(f"  {r.dataset}: {r.error}", err=True)
+        sys.exit(1)
+
+
+def print_summary(results: list[IngestResult]) -> None:
     """The closing table: counts per dataset, drift, files set aside, errors."""
     from rich.console import Console
     from rich.table import Table
@@ -83,17 +109,18 @@ def print_summary(results: list) -> None:
 @click.option("--all", "all_", is_flag=True, help="Ingest every registered dataset.")
 @click.option(
     "--max-quarantine-rate",
-    default=0.05,
-    show_default=True,
-    type=float,
-    help="A batch with a larger share of bad rows is not staged and its watermark does not move.",
+    default=None,
+    type=click.FloatRange(0, 1),
+    help="A batch whose bad rows exceed this share of max(its rows, HUB_QUARANTINE_WINDOW_ROWS) is not staged "
+    "and its watermark does not move (default: HUB_MAX_QUARANTINE_RATE, 0.05).",
 )
-def ingest(datasets: tuple[str, ...], all_: bool, max_quarantine_rate: float) -> None:
+def ingest(datasets: tuple[str, ...], all_: bool, max_quarantine_rate: float | None) -> None:
     """Extract, conform, validate, quarantine, pseudonymise and stage source DATASETS (or --all).
 
-    Sources are found through HUB_SOURCE_<SYSTEM>_URL/_DIR or the local simulators (HUB_SIM_DATA);
-    staged batches go to $HUB_HOME/staging, encrypted quarantine to $HUB_HOME/quarantine. Re-running
-    continues from the durable watermark.
+    Sources are found through HUB_SOURCE_<SYSTEM>_URL/_DIR/_TOKEN (or AIRFLOW_CONN_HUB_<SYSTEM>) or the
+    local simulators (HUB_SIM_DATA); staged batches go to $HUB_HOME/staging, encrypted quarantine to
+    $HUB_HOME/quarantine. Re-running continues from the durable watermark. Every dataset runs even when
+    another fails; the exit status is 1 if any failed, and each failure is named at the end.
     """
     from connectors.registry import registry
 
@@ -106,8 +133,7 @@ def ingest(datasets: tuple[str, ...], all_: bool, max_quarantine_rate: float) ->
         raise click.UsageError(f"unknown dataset(s) {unknown}; known: {', '.join(registry())}")
     results = run_ingest(names, Settings.from_env(), max_quarantine_rate)
     print_summary(results)
-    if any(r.error for r in results):
-        sys.exit(1)
+    report_failures(results)
 
 
 @click.group("quarantine")

@@ -6,11 +6,11 @@ where a plaintext value is printed, and only after the attempt is in the audit l
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
+from hub.settings import Settings
 from privacy.audit_log import default_log_path, verify_log
 from privacy.coverage import check_coverage
 from privacy.keyring import (
@@ -20,7 +20,6 @@ from privacy.keyring import (
     KeyringError,
     destroy_key_version,
     init_keyfile,
-    keyfile_path,
     rotate_keyfile,
 )
 from privacy.policy import Policy, PolicyError, load_policy
@@ -60,7 +59,7 @@ def _load(policy_path: Path | None, contracts_dir: Path | None = None) -> tuple[
 
 def _keyring() -> Keyring:
     try:
-        return Keyring.load()
+        return Settings.from_env().load_keyring()
     except KeyringError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -168,7 +167,9 @@ def report_command(
     from privacy.report import build_report, load_keyring_for_report, write_report
 
     policy, contracts = _load(policy_path, contracts_dir)
-    keyring, keyring_error = load_keyring_for_report()
+    settings = Settings.from_env()
+    keyring_json = settings.keyring_json.get_secret_value() if settings.keyring_json else None
+    keyring, keyring_error = load_keyring_for_report(keyring_json, settings.keyring)
     report = build_report(
         policy,
         contracts,
@@ -209,12 +210,13 @@ _PATH = click.option(
 
 
 def _keyfile(path: Path | None) -> Path:
-    if path is None and os.environ.get(KEYRING_ENV):
+    settings = Settings.from_env()
+    if path is None and settings.keyring_json is not None:
         raise click.ClickException(
             f"the keyring comes from {KEYRING_ENV}: change it in the secrets backend, "
             "or pass --path for a keyfile"
         )
-    return path or keyfile_path()
+    return path or settings.keyring
 
 
 @click.group("keys")

@@ -1,8 +1,9 @@
 """Pseudonymised staging: one folder per batch with Parquet files and a manifest, written atomically.
 
-A batch folder appears only complete (written under a temporary name, fsynced, then renamed), so a
-killed run leaves either nothing or a whole batch. Batch ids are derived from the batch content, so
-a re-run that reads the same rows finds its batch already staged instead of staging it twice.
+A batch folder appears only complete (written under a hidden temporary name, fsynced, then renamed), so
+a killed run leaves either a whole batch or a hidden temp folder, which is never read as a batch and is
+removed at the next start. Batch ids are derived from the batch content, so a re-run that reads the same
+rows finds its batch already staged instead of staging it twice. Files are 0600 and folders 0700.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from schemas.base import PRIVATE_FILE, fsync_dir, private_dir, write_atomic
+
 MANIFEST = "manifest.json"
+_TEMP_MARK = ".tmp-"
 
 
 @dataclass(frozen=True)
@@ -52,17 +56,10 @@ def batch_id_for(dataset: str, raw: pd.DataFrame, start: str | None) -> str:
     return digest.hexdigest()[:20]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_parquet(frame: pd.DataFrame, path: Path) -> str:
     table = pa.Table.from_pandas(frame, preserve_index=False)
     pq.write_table(table, path, compression="zstd")
+    os.chmod(path, PRIVATE_FILE)
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
         return hashlib.file_digest(handle, "sha256").hexdigest()
@@ -78,6 +75,26 @@ def is_staged(root: Path, dataset: str, batch_id: str) -> bool:
     return (batch_dir(root, dataset, batch_id) / MANIFEST).is_file()
 
 
+def _is_batch_folder(path: Path) -> bool:
+    """Batch folders are named by their id; hidden names are temp folders of a write in progress or killed."""
+    return not path.name.startswith(".")
+
+
+def batch_manifest_paths(root: Path, dataset: str | None = None) -> list[Path]:
+    """Manifest files of every complete batch (one dataset, or all), in folder order; temp folders never count."""
+    pattern = f"{dataset}/*/{MANIFEST}" if dataset else f"*/*/{MANIFEST}"
+    return [p for p in sorted(root.glob(pattern)) if _is_batch_folder(p.parent)]
+
+
+def remove_stale_temp(root: Path, dataset: str) -> list[Path]:
+    """Delete temp folders a killed run left behind for ``dataset`` (call before that dataset's run starts)."""
+    folder = root / dataset
+    stale = [p for p in folder.glob(f".*{_TEMP_MARK}*") if p.is_dir()] if folder.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
+
+
 def write_batch(
     root: Path,
     manifest: dict[str, Any],
@@ -89,24 +106,22 @@ def write_batch(
     final = batch_dir(root, dataset, bid)
     if (final / MANIFEST).is_file():
         return read_manifest(final)
-    tmp = final.with_name(f".{bid}.tmp-{os.getpid()}")
+    tmp = final.with_name(f".{bid}{_TEMP_MARK}{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    private_dir(tmp.parent)
+    tmp.mkdir(mode=0o700)
     files = {
         "data.parquet": _write_parquet(data, tmp / "data.parquet"),
         "linkage.parquet": _write_parquet(linkage, tmp / "linkage.parquet"),
     }
     content = hashlib.sha256("".join(files[k] for k in sorted(files)).encode()).hexdigest()
     staged = StageManifest(**{**manifest, "content_hash": content, "files": files})
-    with open(tmp / MANIFEST, "w", encoding="utf-8") as handle:
-        json.dump(asdict(staged), handle, ensure_ascii=False, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    _fsync_dir(tmp)
+    write_atomic(tmp / MANIFEST, json.dumps(asdict(staged), ensure_ascii=False, indent=2, sort_keys=True))
+    fsync_dir(tmp)
     if final.exists():  # a folder without manifest is debris of a killed run
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
     return staged
 
 
@@ -117,8 +132,7 @@ def read_manifest(folder: Path) -> StageManifest:
 
 def staged_batches(root: Path, dataset: str | None = None) -> list[StageManifest]:
     """Manifests of every complete batch, optionally for one dataset, in folder order."""
-    pattern = f"{dataset}/*/{MANIFEST}" if dataset else f"*/*/{MANIFEST}"
-    return [read_manifest(p.parent) for p in sorted(root.glob(pattern))]
+    return [read_manifest(p.parent) for p in batch_manifest_paths(root, dataset)]
 
 
 def read_staged(root: Path, dataset: str, part: str = "data") -> pd.DataFrame:

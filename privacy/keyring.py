@@ -1,7 +1,8 @@
 """Versioned master keys and the per-purpose keys derived from them with HKDF-SHA256.
 
-The keyring is read from ``HUB_KEYRING_JSON`` (a secrets backend puts the JSON there) or, for the
-demo only, from a local keyfile with mode 0600. Key material never appears in reprs, logs or errors.
+The keyring comes as JSON from a secrets backend (``HUB_KEYRING_JSON``, read by ``hub.settings``) or, for
+the demo only, from a local keyfile with mode 0600; a keyfile that group or others can read is refused.
+Key material never appears in reprs, logs or errors.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import base64
 import binascii
 import json
 import logging
-import os
 import re
 import secrets
 from collections.abc import Mapping
@@ -20,6 +20,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from schemas.base import HubError, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ DEMO_WARNING = (
 )
 
 
-class KeyringError(Exception):
+class KeyringError(HubError):
     """The keyring is missing, malformed or cannot do what was asked; never carries key material."""
 
 
@@ -193,27 +195,33 @@ class Keyring:
 
     @classmethod
     def from_file(cls, path: Path | str) -> Keyring:
-        """Read a keyfile, warning when its mode lets others read it."""
+        """Read a keyfile; refuse one whose mode lets group or others read or write it."""
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            mode = path.stat().st_mode
         except FileNotFoundError:
             raise KeyringError(
                 f"keyring file {path} does not exist; run `hub keys init` for the demo"
             ) from None
         except OSError as exc:
             raise KeyringError(f"keyring file {path}: cannot read ({exc.strerror})") from None
-        if path.stat().st_mode & 0o077:
-            log.warning("keyring file %s is readable by group or others; it should be mode 0600", path)
+        if mode & 0o077:
+            raise KeyringError(
+                f"keyring file {path} has mode {mode & 0o777:04o}: group or others may read it; "
+                f"refusing to use it (chmod 600 {path}, and consider whether the keys must be rotated)"
+            )
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise KeyringError(f"keyring file {path}: cannot read ({exc.strerror})") from None
         return cls.from_json(text, source=str(path))
 
     @classmethod
-    def load(cls, env: Mapping[str, str] | None = None) -> Keyring:
-        """The hub's keyring: HUB_KEYRING_JSON when set, else the keyfile named by the settings."""
-        env = os.environ if env is None else env
-        if env.get(KEYRING_ENV):
-            return cls.from_json(env[KEYRING_ENV], source=KEYRING_ENV)
-        return cls.from_file(keyfile_path(env))
+    def load(cls, keyring_json: str | None, keyfile: Path | str) -> Keyring:
+        """The hub's keyring: the secrets backend's JSON when given, else the (demo) keyfile."""
+        if keyring_json:
+            return cls.from_json(keyring_json, source=KEYRING_ENV)
+        return cls.from_file(keyfile)
 
     def to_json(self) -> str:
         """The keyring JSON, key material included: only for writing the keyfile or the secrets backend."""
@@ -250,33 +258,6 @@ class Keyring:
         return Keyring(keys, self._active, self._created, self._destroyed | {version: _now()}, self.source)
 
 
-def keyfile_path(env: Mapping[str, str] | None = None) -> Path:
-    """Where the demo keyfile lives (hub settings: HUB_KEYRING, default var/keys/demo-keyring.json)."""
-    from hub.settings import Settings
-
-    return Path(Settings.from_env(dict(os.environ if env is None else env)).keyring)
-
-
-def _write_private(path: Path, text: str, exclusive: bool) -> None:
-    """Write a file readable by its owner only; replace atomically unless it must be new."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if exclusive:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        return
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def init_keyfile(path: Path | str) -> Keyring:
     """Write a new demo keyfile with mode 0600; refuse to overwrite an existing one. Show DEMO_WARNING."""
     path = Path(path)
@@ -284,7 +265,7 @@ def init_keyfile(path: Path | str) -> Keyring:
         raise KeyringError(f"keyring file {path} already exists; refusing to overwrite it")
     keyring = Keyring.generate(source=str(path))
     try:
-        _write_private(path, keyring.to_json(), exclusive=True)
+        write_atomic(path, keyring.to_json(), exclusive=True)
     except FileExistsError:
         raise KeyringError(f"keyring file {path} already exists; refusing to overwrite it") from None
     log.info("demo keyring written to %s (mode 0600)", path)
@@ -295,7 +276,7 @@ def rotate_keyfile(path: Path | str) -> Keyring:
     """Add a new active version to a keyfile and return the new keyring."""
     path = Path(path)
     keyring = Keyring.from_file(path).rotated()
-    _write_private(path, keyring.to_json(), exclusive=False)
+    write_atomic(path, keyring.to_json())
     log.info("keyring %s rotated: version %d is active", path, keyring.active_version)
     return keyring
 
@@ -304,7 +285,7 @@ def destroy_key_version(path: Path | str, version: int) -> Keyring:
     """Delete one version from a keyfile: what it protected can no longer be verified or revealed."""
     path = Path(path)
     keyring = Keyring.from_file(path).without(version)
-    _write_private(path, keyring.to_json(), exclusive=False)
+    write_atomic(path, keyring.to_json())
     log.warning(
         "keyring %s: version %d destroyed; values protected under it are crypto-shredded", path, version
     )

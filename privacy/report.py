@@ -498,9 +498,9 @@ def write_report(report: Mapping[str, Any], out_dir: Path | str) -> tuple[Path, 
     return json_path, html_path
 
 
-def load_keyring_for_report() -> tuple[Keyring | None, str | None]:
+def load_keyring_for_report(keyring_json: str | None, keyfile: Path) -> tuple[Keyring | None, str | None]:
     """The hub keyring, or the reason it could not be read (the report still shows everything else)."""
     try:
-        return Keyring.load(), None
+        return Keyring.load(keyring_json, keyfile), None
     except KeyringError as exc:
         return None, str(exc)

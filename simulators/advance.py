@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import zlib
 from collections.abc import Callable
@@ -23,6 +22,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from schemas.base import write_atomic
 from schemas.contract import Contract, packaged_contracts
 from schemas.id_number import check_characters_series
 
@@ -244,16 +244,6 @@ def mutate(
 # -- writing: HTTP parquet, SQL tables, the CSV drop, truth --------------------------------------------------
 
 
-def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """Write beside the target and rename over it, so readers (a running server) never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _advance_http(
     path: Path, contract: Contract, changed: float, late: float, rng: np.random.Generator
 ) -> pd.DataFrame:
@@ -263,7 +253,7 @@ def _advance_http(
     for column in mutation.columns:
         frame[column] = frame[column].astype("string")
         frame.loc[mutation.frame.index, column] = mutation.frame[column]
-    _replace_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    write_atomic(path, frame.to_parquet(index=False))
     return mutation.truth
 
 
@@ -447,11 +437,11 @@ def _advance_births(
         if len(new_truth):
             kinds = {c: t for c, t in records.dtypes.items() if c in new_truth.columns}
             merged = pd.concat([records, new_truth.astype(kinds)], ignore_index=True)
-            _replace_atomically(truth_dir / "records.parquet", lambda t: merged.to_parquet(t, index=False))
+            write_atomic(truth_dir / "records.parquet", merged.to_parquet(index=False))
     drop = pd.concat([restated, new], ignore_index=True).reindex(columns=header).fillna("")
     path = folder / f"births_{day:%Y%m%d}.csv"
     payload = drop.to_csv(index=False, lineterminator="\r\n").encode("gb18030")
-    _replace_atomically(path, lambda tmp: tmp.write_bytes(payload))
+    write_atomic(path, payload)
     truth = pd.concat(
         [
             pd.DataFrame({"dataset": contract.dataset, "record_id": restated["记录编号"].to_numpy(),
@@ -511,7 +501,7 @@ def advance(
             parts.append(births)
     changes = pd.concat([p for p in parts if len(p)], ignore_index=True).astype("string")
     changes_path = truth_dir / f"changes_{number}.parquet"
-    _replace_atomically(changes_path, lambda tmp: changes.to_parquet(tmp, index=False))
+    write_atomic(changes_path, changes.to_parquet(index=False))
     counts = {
         str(d): {str(k): int(n) for k, n in group.value_counts().items()}
         for d, group in changes.groupby("dataset", sort=True)["kind"]
@@ -525,5 +515,5 @@ def advance(
     if csv_drop and isinstance(births, dict) and isinstance(births.get("files"), list):
         births["files"] = sorted({*births["files"], csv_drop.name})  # readers that list files see the drop
     text = json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
-    _replace_atomically(data_dir / "manifest.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    write_atomic(data_dir / "manifest.json", text)
     return AdvanceSummary(number, changes_path, counts, csv_drop)

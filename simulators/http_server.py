@@ -13,7 +13,6 @@ import binascii
 import hmac
 import json
 import logging
-import os
 import random
 import secrets
 import threading
@@ -33,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from schemas.base import write_atomic
 from schemas.contract import Contract, packaged_contracts
 
 log = logging.getLogger(__name__)
@@ -441,6 +441,7 @@ class DepartmentServer(ThreadingHTTPServer):
         self.token = token
         self.faults = FaultPlan()
         self.stats = ServerStats()
+        self.sleep: Callable[[float], None] = time.sleep  # how a "slow" fault waits; tests put an event here
         self.page: Callable[[DatasetSnapshot, dict[str, list[str]]], tuple[bytes, int]] = (
             cursor_page if system == "gongan" else offset_page
         )
@@ -546,7 +547,7 @@ class SourceRequestHandler(BaseHTTPRequestHandler):
             self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error in the source system")
             return
         if fault == "slow":
-            time.sleep(self.server.faults.slow_seconds)
+            self.server.sleep(self.server.faults.slow_seconds)
         try:
             body, rows = self.server.page(feed.snapshot(), query)
         except BadRequest as exc:
@@ -560,18 +561,6 @@ class SourceRequestHandler(BaseHTTPRequestHandler):
 
 
 # -- starting and stopping both ---------------------------------------------------------------------------
-
-
-def _write_private_json(path: Path, payload: Mapping[str, Any]) -> None:
-    """Write JSON readable only by the owner (it holds the bearer token), replacing the file atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, (json.dumps(payload, indent=2) + "\n").encode())
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 class SimulatorServers:
@@ -589,7 +578,8 @@ class SimulatorServers:
             thread.start()
         self.urls: dict[str, str] = {name: s.url for name, s in servers.items()}
         self.serve_file = data_dir / SERVE_FILE
-        _write_private_json(self.serve_file, {**self.urls, "token": token})
+        # mode 0600: the file holds the bearer token
+        write_atomic(self.serve_file, json.dumps({**self.urls, "token": token}, indent=2) + "\n")
 
     def __repr__(self) -> str:
         return f"SimulatorServers(urls={self.urls!r}, data_dir='{self.data_dir}')"  # never the token

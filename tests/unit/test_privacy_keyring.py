@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from hub.privacy_cli import keys
+from hub.settings import Settings
 from privacy.keyring import (
     KEYRING_ENV,
     Keyring,
@@ -127,11 +128,22 @@ def test_environment_keyring_wins_over_the_file(tmp_path: Path) -> None:
     path = tmp_path / "k.json"
     init_keyfile(path)
     other = Keyring.generate()
-    env = {KEYRING_ENV: other.to_json(), "HUB_KEYRING": str(path)}
-    loaded = Keyring.load(env)
+    settings = Settings.from_env({KEYRING_ENV: other.to_json(), "HUB_KEYRING": str(path)})
+    loaded = settings.load_keyring()
     assert loaded.source == KEYRING_ENV
     assert loaded.derive("token", "person") == other.derive("token", "person")
-    assert Keyring.load({"HUB_KEYRING": str(path)}).source == str(path)
+    assert Settings.from_env({"HUB_KEYRING": str(path)}).load_keyring().source == str(path)
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660])
+def test_a_keyfile_others_can_read_is_refused(tmp_path: Path, mode: int) -> None:
+    path = tmp_path / "k.json"
+    init_keyfile(path)
+    path.chmod(mode)
+    with pytest.raises(KeyringError, match=f"mode {mode:04o}.*refusing"):
+        Keyring.from_file(path)
+    path.chmod(0o600)
+    assert Keyring.from_file(path).active_version == 1
 
 
 def test_keys_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
