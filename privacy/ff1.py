@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from schemas.base import HubError
+
 MIN_DOMAIN = 10**6  # SP 800-38G Rev. 1: radix**minlen must be at least one million
 ROUNDS = 10
 BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -19,7 +21,7 @@ BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 MAX_BATCH_DIGITS = 32
 
 
-class FF1DomainError(ValueError):
+class FF1DomainError(HubError, ValueError):
     """The message space is below the SP 800-38G minimum of 10**6 (or the input is out of range)."""
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from schemas.base import HubError
 from schemas.contract import PRIVACY_CLASSES, Contract, ContractField
 
 POLICY_PATH = Path(__file__).resolve().parent / "policy.yaml"
@@ -35,7 +36,7 @@ _TOP_KEYS = frozenset({"format", "version", "owner", "defaults", "linkage", "fie
 _RESERVED_DOMAINS = frozenset({LINKAGE_DOMAIN, LINKAGE_QI_DOMAIN, "audit", "quarantine"})
 
 
-class PolicyError(ValueError):
+class PolicyError(HubError, ValueError):
     """The policy file is malformed; the message names the file and, where known, the entry."""
 
     def __init__(self, path: Path | str, message: str, entry: str | None = None) -> None:

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from schemas.base import HubError
+
 CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
 
 FIELD_TYPES = frozenset(
@@ -67,7 +69,7 @@ _CONTRACT_KEYS = frozenset(
 )
 
 
-class ContractError(ValueError):
+class ContractError(HubError, ValueError):
     """A contract file is malformed; the message names the file and, where known, the field."""
 
     def __init__(self, path: Path | str, message: str, field_name: str | None = None) -> None:
