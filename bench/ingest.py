@@ -22,7 +22,6 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="hub-bench-ingest-"))
-    os.environ.update({"HUB_HOME": str(work / "hub"), "HUB_SIM_DATA": str(work / "sim")})
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
     from connectors.registry import registry
@@ -32,7 +31,7 @@ def main() -> None:
     from simulators.generate import generate
     from simulators.http_server import start_servers
 
-    settings = Settings.from_env()
+    settings = Settings.from_env({**os.environ, "HUB_HOME": str(work / "hub"), "HUB_SIM_DATA": str(work / "sim")})
     report = BenchReport(f"ingest all datasets, {args.residents:,} residents")
     t0 = time.perf_counter()
     summary = generate(settings.sim_data, residents=args.residents, seed=1)
