@@ -55,8 +55,12 @@ ETHNICITIES = (
     "朝鲜族",
     "其他",
 )
-RELATIONS = ("户主", "配偶", "子女", "父母", "孙子女", "兄弟姐妹", "其他")
+# Relation to the head as the hukou and 低保 contracts spell it (GB/T 4761: a son is 子, a daughter 女).
+RELATIONS = ("户主", "配偶", "子", "女", "父母", "孙子女", "兄弟姐妹", "其他")
 _HEAD, _SPOUSE, _CHILD, _PARENT, _GRANDCHILD, _SIBLING, _OTHER = range(7)
+_SON, _DAUGHTER = "子", "女"
+# The label of each relation code; a child's (_CHILD) is then chosen by sex.
+_CODE_LABELS = np.array([r for r in RELATIONS if r != _DAUGHTER], dtype=object)
 
 # Age pyramid at AS_OF in 5-year bands 0-4 … 95-104 (per cent), shaped on Hulunbuir's 2020 census:
 # few children, a bulge at 45-59, and 3.6 % aged 80+.
@@ -660,8 +664,7 @@ def build_population(residents: int, seed: int) -> pd.DataFrame:
     phone_ok = srng.random(n) >= np.select([age < 14, age >= 80], [0.92, 0.40], 0.06)
     phone = padded(_phones(n, srng)).where(pd.Series(phone_ok))
 
-    rel_text = np.array(RELATIONS, dtype=object)[rel]
-    rel_text = np.where(rel == _CHILD, np.where(male, "子", "女"), rel_text)
+    rel_text = np.where(rel == _CHILD, np.where(male, _SON, _DAUGHTER), _CODE_LABELS[rel])
     people = pd.DataFrame(
         {
             "person_id": "P" + padded(np.arange(1, n + 1), 9),

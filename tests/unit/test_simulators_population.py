@@ -24,6 +24,7 @@ from simulators.dirty import (
 )
 from simulators.population import (
     AS_OF,
+    RELATIONS,
     TRUTH_COLUMNS,
     build_population,
     build_services,
@@ -87,6 +88,13 @@ def test_households_and_relations(people: pd.DataFrame) -> None:
     assert len(heads) == len(sizes) and (heads == 1).all()
     allowed = set(packaged_contracts()["gongan.hukou"].field("relation_to_head").allowed or ())
     assert set(hukou["relation_to_head"].unique()) <= allowed
+
+
+def test_the_generator_knows_exactly_the_relations_the_contracts_allow() -> None:
+    """GB/T 4761 has 子 and 女, no 子女: the generator's table must speak the contracts' words."""
+    for dataset in ("gongan.hukou", "minzheng.dibao"):
+        allowed = packaged_contracts()[dataset].field("relation_to_head").allowed or ()
+        assert set(RELATIONS) == set(allowed), dataset
 
 
 def test_communities_cover_all_counties_urban_and_rural(people: pd.DataFrame) -> None:
