@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -156,33 +155,37 @@ def quarantine_list(dataset: str | None) -> None:
 
 @quarantine.command("show")
 @click.argument("batch_id")
-@click.option("--reason", required=True, help="Why the steward needs the plaintext (logged).")
-@click.option("--operator", required=True, help="Who is looking (logged).")
+@click.option("--reason", default=None, help="Why the steward needs the plaintext, 4+ characters (logged).")
+@click.option("--operator", default=None, help="Who is looking (logged).")
 @click.option(
-    "--out", type=click.Path(path_type=Path), default=None, help="Write CSV here instead of stdout."
+    "--out", type=click.Path(path_type=Path), default=None, help="Write CSV here (mode 0600) instead of stdout."
 )
-def quarantine_show(batch_id: str, reason: str, operator: str, out: Path | None) -> None:
-    """Decrypt one quarantined batch; every look is appended to the hash-chained audit log."""
-    from privacy.audit_log import append_audit
-    from schemas.quarantine import QuarantineStore
+def quarantine_show(batch_id: str, reason: str | None, operator: str | None, out: Path | None) -> None:
+    """Decrypt one quarantined batch; needs --operator and --reason; every attempt is in the audit log."""
+    from privacy.audit_log import AuditLogError, append_audit
+    from privacy.reveal import RevealRefused, read_quarantine
+    from schemas.base import write_atomic
 
     settings = Settings.from_env()
     ctx = build_context(settings)
-    match = [e for e in ctx.quarantine.entries() if e.batch_id == batch_id]
-    event = {"action": "quarantine_show", "operator": operator, "reason": reason, "batch_id": batch_id}
-    if not match:
-        append_audit({**event, "outcome": "not_found"}, settings.home / "audit" / "reveal.log")
-        raise click.ClickException(f"no quarantined batch {batch_id}; see `hub quarantine list`")
-    entry = match[0]
-    key = ctx.keyring.derive("quarantine", "quarantine", entry.key_version)
-    frame = QuarantineStore(settings.home / "quarantine", key, entry.key_version).read(entry)
-    append_audit(
-        {**event, "dataset": entry.dataset, "rows": entry.rows, "outcome": "shown"},
-        settings.home / "audit" / "reveal.log",
-    )
+    engine = settings.engine()
+    try:
+        match = [e for e in ctx.quarantine.entries() if e.batch_id == batch_id]
+        if not match:
+            event = {"action": "quarantine_show", "operator": operator, "reason": reason, "batch_id": batch_id}
+            append_audit({**event, "outcome": "not_found"}, settings.audit_log, engine, ctx.keyring)
+            raise click.ClickException(f"no quarantined batch {batch_id}; see `hub quarantine list`")
+        entry = match[0]
+        frame = read_quarantine(ctx.quarantine, entry, operator, reason, ctx.keyring, settings.audit_log, engine)
+    except RevealRefused as exc:
+        hint = " (give --operator and --reason)" if str(exc).startswith("refused") else ""
+        raise click.ClickException(f"quarantine show {exc}{hint}; attempt recorded in the audit log") from None
+    except AuditLogError as exc:
+        raise click.ClickException(f"quarantine show not possible: {exc}") from None
+    finally:
+        engine.dispose()
     if out:
-        frame.to_csv(out, index=False)
-        os.chmod(out, 0o600)
+        write_atomic(out, frame.to_csv(index=False))
         click.echo(f"{entry.rows} rows written to {out}")
     else:
         click.echo(frame.to_csv(index=False))

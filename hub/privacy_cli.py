@@ -9,9 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import sqlalchemy as sa
 
 from hub.settings import Settings
-from privacy.audit_log import default_log_path, verify_log
+from privacy.audit_log import AuditLogError, verify_log
 from privacy.coverage import check_coverage
 from privacy.keyring import (
     DEMO_WARNING,
@@ -44,8 +45,14 @@ _LOG = click.option(
     "log_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Audit log (default: <HUB_HOME>/audit/reveal.log).",
+    help="Audit log (default: <HUB_HOME>/audit/reveal.log); its head is checked in HUB_DATABASE_URL.",
 )
+
+
+def _audit_log(log_path: Path | None) -> tuple[Path, sa.Engine]:
+    """The reveal log (default <HUB_HOME>/audit/reveal.log) and the hub database that keeps its head."""
+    settings = Settings.from_env()
+    return log_path or settings.audit_log, settings.engine()
 
 
 def _load(policy_path: Path | None, contracts_dir: Path | None = None) -> tuple[Policy, dict[str, Contract]]:
@@ -115,19 +122,27 @@ def reveal_command(
 
     policy, _ = _load(policy_path)
     keyring = _keyring()
+    path, engine = _audit_log(log_path)
     try:
-        plaintext = reveal(ciphertext, domain, reason, operator, keyring, policy, log_path)
+        plaintext = reveal(ciphertext, domain, reason, operator, keyring, policy, path, engine)
     except RevealRefused as exc:
         raise click.ClickException(f"reveal {exc} (attempt recorded in the audit log)") from None
+    except AuditLogError as exc:
+        raise click.ClickException(f"reveal not possible: {exc}") from None
+    finally:
+        engine.dispose()
     click.echo(plaintext)
 
 
 @privacy.command("verify-log")
 @_LOG
 def verify_log_command(log_path: Path | None) -> None:
-    """Check the hash chain of the audit log; exit 1 naming the first broken entry."""
-    path = log_path or default_log_path()
-    result = verify_log(path)
+    """Check the HMAC chain of the audit log and both its heads; exit 1 naming the first broken entry."""
+    path, engine = _audit_log(log_path)
+    try:
+        result = verify_log(path, engine, _keyring())
+    finally:
+        engine.dispose()
     if not result.ok:
         raise click.ClickException(f"{path}: entry {result.first_broken} is broken: {result.reason}")
     click.echo(f"{path}: {result.entries} entries, chain intact")
@@ -170,16 +185,19 @@ def report_command(
     settings = Settings.from_env()
     keyring_json = settings.keyring_json.get_secret_value() if settings.keyring_json else None
     keyring, keyring_error = load_keyring_for_report(keyring_json, settings.keyring)
+    path, engine = _audit_log(log_path)
     report = build_report(
         policy,
         contracts,
-        log_path or default_log_path(),
+        path,
         keyring,
         keyring_error,
         database_url,
         truth,
         threshold_k,
+        audit_engine=engine,
     )
+    engine.dispose()
     json_path, html_path = write_report(report, out_dir)
     click.echo(f"wrote {json_path} and {html_path}")
     problems = []

@@ -186,8 +186,8 @@ class _Decrypter:
             ) from None
 
 
-def decrypt_value(ciphertext: str, keyring: Keyring, domain: str) -> str:
-    """Decrypt one ciphertext under the version it carries; raises CiphertextError or KeyVersionError."""
+def _decrypt_value(ciphertext: str, keyring: Keyring, domain: str) -> str:
+    """Decrypt one ciphertext under the version it carries; private: people get plaintext via privacy.reveal."""
     return _Decrypter(keyring, domain)(ciphertext)
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-from privacy.audit_log import read_entries, verify_log
+from privacy.audit_log import LogVerification, read_entries, verify_log
 from privacy.coverage import CoverageResult, check_coverage
 from privacy.keyring import Keyring, KeyringError
 from privacy.policy import LINKAGE_DOMAIN, LINKAGE_QI_DOMAIN, Policy
@@ -269,8 +269,12 @@ def _keys_section(keyring: Keyring | None, error: str | None) -> dict[str, Any]:
     }
 
 
-def _reveal_section(log_path: Path) -> dict[str, Any]:
-    check = verify_log(log_path)
+def _reveal_section(log_path: Path, engine: Engine | None, keyring: Keyring | None) -> dict[str, Any]:
+    if engine is None or keyring is None:
+        missing = "hub database (the log's head)" if engine is None else "keyring (the chain's HMAC key)"
+        check = LogVerification(False, 0, None, f"cannot verify the log without the {missing}")
+    else:
+        check = verify_log(log_path, engine, keyring)
     section: dict[str, Any] = {
         "path": str(log_path),
         "entries": check.entries,
@@ -305,8 +309,9 @@ def build_report(
     database_url: str | None = None,
     truth: Path | str | None = None,
     threshold_k: int | None = None,
+    audit_engine: Engine | None = None,
 ) -> dict[str, Any]:
-    """Everything the privacy officer signs off, as one JSON-ready dict."""
+    """Everything the privacy officer signs off, as one JSON-ready dict; ``audit_engine`` holds the log's head."""
     coverage = check_coverage(contracts, policy)
     k = threshold_k or policy.threshold_k
     report: dict[str, Any] = {
@@ -324,7 +329,7 @@ def build_report(
         "datasets": _policy_tables(contracts, coverage),
         "coverage": coverage.as_dict(),
         "keys": _keys_section(keyring, keyring_error),
-        "reveal_log": _reveal_section(log_path),
+        "reveal_log": _reveal_section(log_path, audit_engine, keyring),
         "leak_scan": None,
         "reidentification": {"threshold_k": k, "tables": []},
     }

@@ -186,8 +186,8 @@ class QuarantineStore:
                 found.extend(_entry(p, _read_header(p)[0]) for p in sorted(folder.glob(f"*{SUFFIX}")))
         return sorted(found, key=lambda e: (e.created, e.dataset, e.batch_id))
 
-    def read(self, entry: QuarantineEntry | Path) -> pd.DataFrame:
-        """Decrypt a quarantined batch: the raw rows plus reason codes and source positions."""
+    def _read(self, entry: QuarantineEntry | Path) -> pd.DataFrame:
+        """Decrypt a batch (raw rows, reason codes, source positions); private: privacy.reveal.read_quarantine logs."""
         path = entry.path if isinstance(entry, QuarantineEntry) else Path(entry)
         header, offset = _read_header(path)
         if int(header["key_version"]) != self.key_version:

@@ -157,7 +157,7 @@ def test_quarantine_list_and_show_are_audited(
     from click.testing import CliRunner
 
     from hub.cli import cli
-    from privacy.audit_log import verify_log
+    from privacy.audit_log import read_entries, verify_log
 
     data, _servers = sim
     home = _home(tmp_path, "hub")
@@ -169,10 +169,14 @@ def test_quarantine_list_and_show_are_audited(
     assert "gongan.hukou" in listed.output and "id_number" in listed.output
     refused = runner.invoke(cli, ["quarantine", "show", batch])
     assert refused.exit_code != 0 and "--reason" in refused.output
+    blank = runner.invoke(cli, ["quarantine", "show", batch, "--reason", "  ", "--operator", "steward1"])
+    assert blank.exit_code != 0 and "reason" in blank.output and "gmsfhm" not in blank.output
     shown = runner.invoke(cli, ["quarantine", "show", batch, "--reason", "fix ID numbers", "--operator", "steward1"])
     assert shown.exit_code == 0, shown.output
     assert "gmsfhm" in shown.output  # the raw source columns, decrypted for the steward
     log = home / "audit" / "reveal.log"
-    entries = [line for line in log.read_text(encoding="utf-8").splitlines() if line]
-    assert "quarantine_show" in entries[-1] and "steward1" in entries[-1]
-    assert verify_log(log).ok
+    entries = read_entries(log)
+    assert [e["outcome"].split(":")[0] for e in entries] == ["refused", "refused", "shown"]
+    assert entries[-1]["action"] == "quarantine_show" and entries[-1]["operator"] == "steward1"
+    settings = Settings.from_env()
+    assert verify_log(log, settings.engine(), settings.load_keyring()).ok

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner
 
-from privacy.audit_log import append_audit
 from hub.privacy_cli import privacy
+from privacy.audit_log import append_audit, audit_head
 from privacy.keyring import KEYRING_ENV, Keyring
 from privacy.policy import POLICY_PATH, load_policy
 from privacy.protect import protect
@@ -167,13 +167,20 @@ def hub_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keyring: Keyring) -
     monkeypatch.setenv("HUB_HOME", str(tmp_path))
     monkeypatch.setenv(KEYRING_ENV, keyring.to_json())
     log = tmp_path / "audit" / "reveal.log"
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'hub.db'}")  # the hub database keeps the log's head
     append_audit(
-        {"action": "reveal", "operator": "clerk-01", "domain": "person_name", "outcome": "revealed"}, log
+        {"action": "reveal", "operator": "clerk-01", "domain": "person_name", "outcome": "revealed"},
+        log,
+        engine,
+        keyring,
     )
     append_audit(
         {"action": "reveal", "operator": "clerk-02", "domain": "contact", "outcome": "refused: no reason"},
         log,
+        engine,
+        keyring,
     )
+    engine.dispose()
     yield tmp_path
 
 
@@ -222,3 +229,16 @@ def test_html_escapes_policy_text(tmp_path: Path, keyring: Keyring) -> None:
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert report["leak_scan"] is None and report["reidentification"]["tables"] == []
     assert report["keys"]["versions"][0]["version"] == 1 and "key" not in report["keys"]["versions"][0]
+
+
+def test_report_flags_a_log_whose_database_head_was_removed(hub_env: Path, keyring: Keyring) -> None:
+    engine = sa.create_engine(f"sqlite:///{hub_env / 'hub.db'}")
+    log = hub_env / "audit" / "reveal.log"
+    intact = build_report(load_policy(), packaged_contracts(), log, keyring, audit_engine=engine)
+    assert intact["reveal_log"]["chain_ok"] and intact["reveal_log"]["entries"] == 2
+    with engine.begin() as conn:
+        conn.execute(sa.delete(audit_head))
+    broken = build_report(load_policy(), packaged_contracts(), log, keyring, audit_engine=engine)
+    assert not broken["reveal_log"]["chain_ok"] and "database" in broken["reveal_log"]["problem"]
+    unchecked = build_report(load_policy(), packaged_contracts(), log, keyring)
+    assert not unchecked["reveal_log"]["chain_ok"] and "hub database" in unchecked["reveal_log"]["problem"]

@@ -22,7 +22,7 @@ from privacy.keyring import (
     init_keyfile,
     rotate_keyfile,
 )
-from privacy.operators import decrypt_value, encrypt_value, token_series, token_value, verify_token
+from privacy.operators import _decrypt_value, encrypt_value, token_series, token_value, verify_token
 
 
 def _key_texts(keyring: Keyring) -> list[str]:
@@ -83,10 +83,10 @@ def test_rotation_keeps_old_tokens_verifiable_and_destroying_shreds() -> None:
     assert verify_token(old_tokens[0], ids[0], rotated, "person")
     assert verify_token(new_tokens[0], ids[0], rotated, "person")
     assert not verify_token(old_tokens[0], ids[1], rotated, "person")
-    assert decrypt_value(old_cipher, rotated, "person_name") == "张三"
+    assert _decrypt_value(old_cipher, rotated, "person_name") == "张三"
     shredded = rotated.without(1)
     with pytest.raises(KeyVersionError, match="crypto-shredded"):
-        decrypt_value(old_cipher, shredded, "person_name")
+        _decrypt_value(old_cipher, shredded, "person_name")
     with pytest.raises(KeyVersionError):
         verify_token(old_tokens[0], ids[0], shredded, "person")
     with pytest.raises(KeyringError, match="active"):
