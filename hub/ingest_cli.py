@@ -24,6 +24,7 @@ def build_context(settings: Settings, max_quarantine_rate: float | None = None) 
     from connectors.state import StateStore
     from hub.ingest import IngestContext
     from privacy.policy import load_policy
+    from privacy.reveal import quarantine_key
     from schemas.base import private_dir
     from schemas.quarantine import QuarantineStore
 
@@ -33,9 +34,7 @@ def build_context(settings: Settings, max_quarantine_rate: float | None = None) 
     return IngestContext(
         state=StateStore(settings.engine()),
         staging_root=settings.home / "staging",
-        quarantine=QuarantineStore(
-            settings.home / "quarantine", keyring.derive("quarantine", "quarantine", version), version
-        ),
+        quarantine=QuarantineStore(settings.home / "quarantine", quarantine_key(keyring, version), version),
         policy=load_policy(),
         keyring=keyring,
         locations=locate(settings.sim_data, settings.sources),

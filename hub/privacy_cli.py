@@ -24,6 +24,7 @@ from privacy.keyring import (
     rotate_keyfile,
 )
 from privacy.policy import Policy, PolicyError, load_policy
+from schemas.base import HubError
 from schemas.contract import Contract, ContractError, load_contracts
 
 _POLICY = click.option(
@@ -258,7 +259,11 @@ def keys_init(path: Path | None) -> None:
 @keys.command("rotate")
 @_PATH
 def keys_rotate(path: Path | None) -> None:
-    """Make a new key version active; older versions still verify tokens and reveal values."""
+    """Make a new key version active; older versions still verify tokens and reveal values.
+
+    The hub's audit log is resealed under the new version at once, so destroying the old one later
+    leaves the log verifiable.
+    """
     target = _keyfile(path)
     try:
         keyring = rotate_keyfile(target)
@@ -267,6 +272,25 @@ def keys_rotate(path: Path | None) -> None:
     click.echo(
         f"{target}: version {keyring.active_version} is now active; versions held {list(keyring.versions)}"
     )
+    _reseal_if_hub_keyring(target, keyring)
+
+
+def _reseal_if_hub_keyring(target: Path, keyring: Keyring) -> None:
+    """Chain the hub's audit log under the keyring's active version, when ``target`` is the hub's keyfile."""
+    from privacy.audit_log import reseal_log
+
+    settings = Settings.from_env()
+    if target.resolve() != settings.keyring or not settings.audit_log.exists():
+        return
+    engine = settings.engine()
+    try:
+        entry = reseal_log(settings.audit_log, engine, keyring)
+    except HubError as exc:
+        raise click.ClickException(f"audit log {settings.audit_log} was not resealed: {exc}") from None
+    finally:
+        engine.dispose()
+    if entry is not None:
+        click.echo(f"audit log {settings.audit_log} resealed under key version {keyring.active_version}")
 
 
 @keys.command("destroy")
@@ -280,6 +304,10 @@ def keys_destroy(version: int, yes: bool, path: Path | None) -> None:
         click.confirm(
             f"Destroy key version {version}? Values under it can never be revealed again", abort=True
         )
+    try:
+        _reseal_if_hub_keyring(target, Keyring.from_file(target))  # keep the log verifiable without that version
+    except KeyringError as exc:
+        raise click.ClickException(str(exc)) from None
     try:
         destroy_key_version(target, version)
     except KeyringError as exc:

@@ -169,3 +169,24 @@ def test_keys_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(KEYRING_ENV, Keyring.generate().to_json())
     from_env = runner.invoke(keys, ["rotate"])
     assert from_env.exit_code != 0 and KEYRING_ENV in from_env.output
+
+
+def test_rotate_then_destroy_keeps_the_audit_log_verifiable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hub.cli import cli
+    from privacy.audit_log import append_audit
+
+    monkeypatch.setenv("HUB_HOME", str(tmp_path))
+    monkeypatch.delenv("HUB_KEYRING", raising=False)
+    monkeypatch.delenv(KEYRING_ENV, raising=False)
+    settings = Settings.from_env()
+    keyring = init_keyfile(settings.keyring)
+    engine = settings.engine()
+    append_audit({"action": "reveal", "operator": "clerk1", "outcome": "revealed"}, settings.audit_log, engine, keyring)
+    engine.dispose()
+    runner = CliRunner()
+    rotated = runner.invoke(cli, ["keys", "rotate"])
+    assert rotated.exit_code == 0 and "resealed under key version 2" in rotated.output, rotated.output
+    assert runner.invoke(cli, ["keys", "destroy", "--version", "1", "--yes"]).exit_code == 0
+    verified = runner.invoke(cli, ["privacy", "verify-log"])
+    assert verified.exit_code == 0, verified.output
+    assert "2 entries" in verified.output
