@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import gzip
+import logging
 import os
 import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
+import threading
+import unicodedata
+import zipfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
+from connectors.http import HttpSource
 from hub.settings import Settings
 from hub.staging import read_staged, staged_batches
 from privacy.keyring import init_keyfile
@@ -51,11 +59,186 @@ def _ingest(home: Path, sim: Path, *datasets: str, monkeypatch: pytest.MonkeyPat
     return run_ingest(list(datasets), Settings.from_env())
 
 
+# -- what the hub's HTTP connectors did ------------------------------------------------------------------------
+
+
+@dataclass
+class HttpSpy:
+    """Every HttpSource the hub opened, and each wait it asked for (recorded, never slept)."""
+
+    sources: list[HttpSource] = field(default_factory=list)
+    waits: list[float] = field(default_factory=list)
+
+    def of(self, dataset: str) -> list[HttpSource]:
+        return [s for s in self.sources if s.dataset == dataset]
+
+
+@pytest.fixture
+def http_spy(monkeypatch: pytest.MonkeyPatch) -> HttpSpy:
+    """hub.ingest looks ``connectors.http.HttpSource`` up per dataset: swap in one that records itself."""
+    import connectors.http
+
+    spy = HttpSpy()
+
+    class Recorded(HttpSource):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("sleep", spy.waits.append)
+            super().__init__(*args, **kwargs)
+            spy.sources.append(self)
+
+    monkeypatch.setattr(connectors.http, "HttpSource", Recorded)
+    return spy
+
+
+# -- the leak scan ---------------------------------------------------------------------------------------------
+
+_RUNS = (re.compile(r"[0-9X]+"), re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+"))  # digit and Han runs
+_SEPARATED = re.compile(r"(?<=[0-9])[ \-](?=[0-9X])")  # 138-1234-5678, 1381234 5678
+
+
+def personal_values(truth: Path) -> frozenset[str]:
+    """Plaintext the hub must never write or log, from the simulator's ground truth (truth/persons.parquet).
+
+    ID numbers (upper case, and the legacy 15-digit form of those born in the 1900s), phone numbers, and names
+    of three characters or more in simplified and traditional characters (two-character names are also
+    ordinary words and would match by chance).
+    """
+    from opencc import OpenCC
+
+    people = pd.read_parquet(truth / "persons.parquet")
+    ids = set(people["id_number"].dropna().astype(str).str.upper())
+    values = ids | {i[:6] + i[8:17] for i in ids if len(i) == 18 and i[6:8] == "19"}
+    values |= set(people["phone"].dropna().astype(str))
+    names = {n for n in people["name"].dropna().astype(str) if len(n) >= 3}
+    to_traditional = OpenCC("s2t")
+    values |= names | {to_traditional.convert(n) for n in names}
+    return frozenset(values)
+
+
+def find_value(text: str, values: frozenset[str]) -> str | None:
+    """The first of ``values`` in ``text``, also as full-width digits, lower-case x or with separators."""
+    text = _SEPARATED.sub("", unicodedata.normalize("NFKC", text).upper())
+    lengths = sorted({len(v) for v in values})
+    for runs in _RUNS:
+        for run in runs.findall(text):
+            for n in lengths:
+                for i in range(len(run) - n + 1):
+                    if run[i : i + n] in values:
+                        return run[i : i + n]
+    return None
+
+
+def _texts(raw: bytes) -> Iterator[str]:
+    """What a file can hold as text: UTF-8, GB18030, and inside gzip and zip (xlsx) containers."""
+    yield raw.decode("utf-8", errors="ignore")
+    yield raw.decode("gb18030", errors="ignore")
+    if raw[:2] == b"\x1f\x8b":
+        yield from _texts(gzip.decompress(raw))
+    if raw[:4] == b"PK\x03\x04":
+        import io
+
+        with zipfile.ZipFile(io.BytesIO(raw)) as archive:
+            for member in archive.namelist():
+                yield from _texts(archive.read(member))
+
+
+def leaks(home: Path, values: frozenset[str], outputs: Iterable[str] = ()) -> dict[str, str]:
+    """Where a personal value shows in plaintext: every file under ``home`` but its keys, and ``outputs``.
+
+    Parquet is also read as a table, since its pages may be compressed or dictionary-encoded.
+    """
+    found: dict[str, str] = {}
+    for path in sorted(p for p in home.rglob("*") if p.is_file() and "keys" not in p.relative_to(home).parts):
+        raw = path.read_bytes()
+        texts = list(_texts(raw))
+        if raw[:4] == b"PAR1":
+            texts.append(pq.read_table(path).to_pandas().to_csv())
+        for text in texts:
+            hit = find_value(text, values)
+            if hit is not None:
+                found[str(path.relative_to(home))] = hit
+                break
+    for i, text in enumerate(outputs):
+        hit = find_value(text, values)
+        if hit is not None:
+            found[f"output {i}"] = hit
+    return found
+
+
+OWN_PACKAGES = ("hub", "connectors", "schemas", "privacy", "linkage", "publish", "simulators")
+
+
+@pytest.fixture
+def every_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """caplog at DEBUG as an operator's DEBUG logging would be: the root and all that inherit from it.
+
+    Loggers that do not propagate are captured too. Libraries that pin a level of their own keep it:
+    SQLAlchemy pins WARNING because its INFO/DEBUG is its opt-in echo, which prints every row read.
+    """
+    caplog.set_level(logging.DEBUG)
+    isolated = []
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if not isinstance(logger, logging.Logger):
+            continue
+        if logger.level > logging.DEBUG and name.split(".")[0] in OWN_PACKAGES:
+            caplog.set_level(logging.DEBUG, logger=name)
+        if not logger.propagate:
+            logger.addHandler(caplog.handler)
+            isolated.append(logger)
+    yield caplog
+    for logger in isolated:
+        logger.removeHandler(caplog.handler)
+
+
+def test_the_leak_scan_finds_planted_values(tmp_path: Path, every_log: pytest.LogCaptureFixture) -> None:
+    """The scan below is only worth something if it finds a value wherever and however it was written."""
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    people = {"id_number": ["11010519491231002X"], "phone": ["13812345678"], "name": ["欧阳娜娜"]}
+    pd.DataFrame(people).to_parquet(truth / "persons.parquet")
+    values = personal_values(truth)
+    home = tmp_path / "home"
+    (home / "keys").mkdir(parents=True)
+    (home / "keys" / "k.json").write_text("11010519491231002X")  # keys are not scanned
+    (home / "clean.txt").write_text("batch 0193 rows 1381234567 11010519491231002 欧阳娜")  # near misses
+    assert leaks(home, values) == {}
+    planted = {
+        "plain.log": b"id=11010519491231002X",
+        "fullwidth.json": '{"gmsfhm": "１１０１０５１９４９１２３１００２ｘ"}'.encode(),
+        "legacy.txt": b"sfzh 110105491231002",
+        "dashes.txt": b"tel 138-1234 5678",
+        "gb18030.csv": "姓名\n欧阳娜娜\n".encode("gb18030"),
+        "traditional.txt": "歐陽娜娜".encode(),
+        "page.gz": gzip.compress(b"13812345678"),
+    }
+    for name, data in planted.items():
+        (home / name).write_bytes(data)
+    pd.DataFrame({"phone": ["13812345678"] * 50}).to_parquet(home / "rows.parquet", compression="snappy")
+    pd.DataFrame({"name": ["欧阳娜娜"]}).to_excel(home / "export.xlsx", index=False)
+    assert leaks(home, values) == {
+        "plain.log": "11010519491231002X",
+        "fullwidth.json": "11010519491231002X",
+        "legacy.txt": "110105491231002",
+        "dashes.txt": "13812345678",
+        "gb18030.csv": "欧阳娜娜",
+        "traditional.txt": "歐陽娜娜",
+        "page.gz": "13812345678",
+        "rows.parquet": "13812345678",
+        "export.xlsx": "欧阳娜娜",
+    }
+    # log records at every level, from the hub's loggers and from libraries that set their own level
+    logging.getLogger("hub.ingest").debug("read 13812345678")
+    logging.getLogger("urllib3.connectionpool").debug('"GET /api/v1/hukou?xm=欧阳娜娜 HTTP/1.1" 200')
+    assert find_value(every_log.text, values) is not None
+    assert [find_value(r.getMessage(), values) for r in every_log.records] == ["13812345678", "欧阳娜娜"]
+
+
 def test_all_datasets_leak_scan_and_rerun(
     sim: tuple[Path, SimulatorServers],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    every_log: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from connectors.registry import registry
 
@@ -68,24 +251,33 @@ def test_all_datasets_leak_scan_and_rerun(
     assert len(by["jisheng.births"].rejected_files) == 1
     assert any("id_number" in k for k in by["gongan.hukou"].quarantine_reasons)
     assert sum(r.staged for r in results) > RESIDENTS
-    # no plaintext ID number, name or phone from the ground truth anywhere the hub wrote, or in the logs
-    people = pd.read_parquet(data / "truth" / "persons.parquet")
-    needles = {v for col in ("id_number", "phone") for v in people[col].dropna().astype(str)}
-    needles |= {n for n in people["name"].dropna().astype(str) if len(n) >= 3}
-    haystack = [p for p in home.rglob("*") if p.is_file() and "keys" not in p.parts]
-    assert any("staging" in p.parts for p in haystack) and any("quarantine" in p.parts for p in haystack)
-    pattern = re.compile("|".join(re.escape(n) for n in sorted(needles, key=len, reverse=True)))
-    for path in haystack:
-        text = path.read_bytes().decode("utf-8", errors="ignore")
-        hit = pattern.search(text)
-        assert hit is None, f"plaintext personal value in {path}"
-        if path.suffix == ".parquet":
-            frame = pd.read_parquet(path)
-            assert pattern.search(frame.to_csv()) is None, f"plaintext personal value in {path}"
-    assert pattern.search(caplog.text) is None
     # a second run stages nothing new
     again = _ingest(home, data, *registry(), monkeypatch=monkeypatch)
     assert sum(r.staged for r in again) == 0
+    # no plaintext ID number, name or phone from the ground truth anywhere the hub wrote, printed or logged
+    written = [p.relative_to(home).parts[0] for p in home.rglob("*") if p.is_file()]
+    assert {"staging", "quarantine"} <= set(written)
+    assert any(r.levelno < logging.WARNING for r in every_log.records)  # INFO and DEBUG are captured too
+    printed = capsys.readouterr()
+    assert "gongan.hukou" in printed.out  # the progress display is captured
+    found = leaks(home, personal_values(data / "truth"), [every_log.text, printed.out, printed.err])
+    assert found == {}, f"plaintext personal values: {found}"
+
+
+PAGE_ROWS = 500
+# `hub ingest` in a child process with every log level on stderr, and 500-row pages staged one batch each so
+# that 人社 insurance (about 2,100 rows) is several batches and a kill can land between them.
+_CLI_AT_DEBUG = f"""
+import dataclasses, logging, sys
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+import hub.ingest
+from connectors.registry import registry
+from hub.cli import main
+assert hub.ingest.BATCH_ROWS > {PAGE_ROWS}
+hub.ingest.BATCH_ROWS = {PAGE_ROWS}
+registry()["renshe.insurance"] = dataclasses.replace(registry()["renshe.insurance"], page_size={PAGE_ROWS})
+main()
+"""
 
 
 def test_sigkill_mid_run_then_rerun_equals_clean_run(
@@ -95,22 +287,35 @@ def test_sigkill_mid_run_then_rerun_equals_clean_run(
     clean = _home(tmp_path, "clean")
     _ingest(clean, data, "renshe.insurance", monkeypatch=monkeypatch)
     expected = read_staged(clean / "staging", "renshe.insurance")["record_id"]
+    assert len(expected) > 3 * PAGE_ROWS
 
+    # two pages are answered, the third is held until the child is dead: the kill lands mid-run, every time
+    held, release = threading.Event(), threading.Event()
+
+    def hold(_seconds: float) -> None:
+        held.set()
+        release.wait(timeout=120)
+
+    servers.server("renshe").sleep = hold
+    servers.set_faults("renshe", {"script": ["ok", "ok"] + ["slow"] * 50})
     killed = _home(tmp_path, "killed")
-    servers.set_faults("renshe", {"script": ["ok"] + ["slow"] * 50, "slow_seconds": 1.0})
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "from hub.cli import main; main()", "ingest", "renshe.insurance"],
-        env=_env(killed, data),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 90
-    while time.time() < deadline and not staged_batches(killed / "staging", "renshe.insurance"):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    partial = len(staged_batches(killed / "staging", "renshe.insurance"))
-    assert partial >= 1
+    with open(tmp_path / "out.txt", "wb") as out, open(tmp_path / "err.txt", "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _CLI_AT_DEBUG, "ingest", "renshe.insurance"],
+            env=_env(killed, data), stdout=out, stderr=err,
+        )  # fmt: skip
+        try:
+            assert held.wait(timeout=120), "the child never asked for its third page"
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            release.set()
+    assert proc.returncode == -signal.SIGKILL
+    assert len(staged_batches(killed / "staging", "renshe.insurance")) == 2
+    # what the child printed and logged at every level holds no personal value either
+    printed = [(tmp_path / name).read_text(encoding="utf-8", errors="replace") for name in ("out.txt", "err.txt")]
+    assert "DEBUG " in printed[1] and "renshe.insurance" in "".join(printed)
+    assert leaks(killed, personal_values(data / "truth"), printed) == {}
     servers.set_faults("renshe", {})
     _ingest(killed, data, "renshe.insurance", monkeypatch=monkeypatch)
     got = read_staged(killed / "staging", "renshe.insurance")["record_id"]
@@ -119,22 +324,29 @@ def test_sigkill_mid_run_then_rerun_equals_clean_run(
 
 
 def test_faults_are_retried_and_incremental_after_advance(
-    sim: tuple[Path, SimulatorServers], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sim: tuple[Path, SimulatorServers], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, http_spy: HttpSpy
 ) -> None:
     data, servers = sim
     home = _home(tmp_path, "hub")
-    servers.set_faults("gongan", {"script": ["429", "500", "ok", "500"], "retry_after": 1})
+    servers.set_faults("gongan", {"script": ["429", "500", "ok", "500"], "retry_after": 7})
     first = _ingest(home, data, "gongan.hukou", monkeypatch=monkeypatch)[0]
     assert first.error is None and first.staged > 0
-    stats = servers.stats("gongan")
-    assert "429" in str(stats) and "500" in str(stats)
+    [source] = http_spy.of("gongan.hukou")
+    assert source.stats.retries == {"HTTP 429": 1, "HTTP 500": 1}
+    assert source.stats.requests == 3  # the page fits in one request; two of them were refused
+    assert http_spy.waits[0] == 7.0  # the server's Retry-After, not the backoff
+    backoff = source.retry.backoff * 2  # after the second failed try, jittered down by up to `jitter`
+    assert backoff * (1 - source.retry.jitter) <= http_spy.waits[1] <= backoff
+    assert source.stats.waited == pytest.approx(sum(http_spy.waits))
+    assert servers.stats("gongan")["faults"] == {"429": 1, "500": 1, "slow": 0, "truncate": 0}
     before = len(read_staged(home / "staging", "gongan.hukou"))
     summary = advance(data, changed=0.01, late=0.002, seed=3)
     changes = pd.read_parquet(summary.changes_path)
     expected = changes[changes["dataset"] == "gongan.hukou"]["record_id"].nunique()
-    time.sleep(1.1)  # let the server see the new file mtime
+    # advance replaces the file (a new inode), so the running server reads it again at once
     second = _ingest(home, data, "gongan.hukou", monkeypatch=monkeypatch)[0]
     assert second.error is None
+    assert http_spy.of("gongan.hukou")[1].stats.retries == {"HTTP 500": 1}  # the script's last step
     assert second.staged + second.quarantined == expected
     assert len(read_staged(home / "staging", "gongan.hukou")) == before + second.staged
 
