@@ -7,7 +7,6 @@ import os
 import random
 import shutil
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -36,6 +35,10 @@ from simulators.http_server import SimulatorServers, start_servers
 
 RESIDENTS = 500
 FAST = RetryPolicy(attempts=4, backoff=0.01, cap=5.0)
+
+
+def _no_wait(seconds: float) -> None:
+    """Retries in these tests wait for nothing: ``stats.waited`` (or a list's ``append``) shows the waits."""
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +87,7 @@ def _write(folder: Path, dataset: str, frame: pd.DataFrame) -> None:
 def _source(servers: SimulatorServers, dataset: str, **options: object) -> HttpSource:
     system = dataset.split(".")[0]
     options.setdefault("retry", FAST)
+    options.setdefault("sleep", _no_wait)
     return HttpSource(dataset, servers.urls[system], token=servers.token, **options)  # type: ignore[arg-type]
 
 
@@ -122,25 +126,34 @@ def test_pagination_reads_every_row_exactly_once(
 
 
 def test_429_is_retried_and_retry_after_is_honoured(sim: SimulatorServers, generated: Path) -> None:
-    sim.set_faults("gongan", {"script": ["429"], "retry_after": 1})
-    source = _source(sim, "gongan.hukou")
-    started = time.monotonic()
+    sim.set_faults("gongan", {"script": ["429", "429"], "retry_after": 3})
+    waits: list[float] = []
+    source = _source(sim, "gongan.hukou", sleep=waits.append)
     frame = _read_all(source)
-    elapsed = time.monotonic() - started
     assert len(frame) == _rows(generated, "gongan.hukou")
-    assert source.stats.retries == {"HTTP 429": 1}
-    assert source.stats.waited == pytest.approx(1.0)
-    assert elapsed >= 1.0  # the server's Retry-After, not the 10 ms backoff
-    assert sim.stats("gongan")["faults"]["429"] == 1
+    assert source.stats.retries == {"HTTP 429": 2}
+    assert waits == [3.0, 3.0]  # the server's Retry-After, not the 10 ms backoff
+    assert source.stats.waited == pytest.approx(6.0)
+    assert sim.stats("gongan")["faults"]["429"] == 2
+
+
+def test_retry_after_is_capped(sim: SimulatorServers) -> None:
+    sim.set_faults("gongan", {"script": ["429"], "retry_after": 3600})
+    waits: list[float] = []
+    _read_all(_source(sim, "gongan.migrant", sleep=waits.append))
+    assert waits == [FAST.cap]
 
 
 def test_500_is_retried_with_backoff_and_succeeds(sim: SimulatorServers, generated: Path) -> None:
     sim.set_faults("renshe", {"script": ["500", "500"]})
-    source = _source(sim, "renshe.insurance", page_size=100)
+    waits: list[float] = []
+    source = _source(sim, "renshe.insurance", page_size=100, sleep=waits.append)
     frame = _read_all(source)
     assert len(frame) == _rows(generated, "renshe.insurance") and frame["insuredId"].is_unique
     assert source.stats.retries == {"HTTP 500": 2}
-    assert 0 < source.stats.waited < 0.1
+    # exponential: 10 ms then 20 ms, each jittered down by up to half
+    assert len(waits) == 2 and 0.005 <= waits[0] <= 0.01 and 0.01 <= waits[1] <= 0.02
+    assert source.stats.waited == pytest.approx(sum(waits))
 
 
 def test_truncated_page_is_retried(sim: SimulatorServers, generated: Path) -> None:
@@ -174,11 +187,23 @@ def test_random_faults_still_read_every_row(sim: SimulatorServers, generated: Pa
     assert sum(source.stats.retries.values()) == served > 0
 
 
-def test_slow_answer_times_out_and_is_retried(sim: SimulatorServers, generated: Path) -> None:
-    sim.set_faults("renshe", {"script": ["slow"], "slow_seconds": 1.0})
+def test_slow_answer_times_out_and_is_retried(
+    sim: SimulatorServers, generated: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held, release = threading.Event(), threading.Event()
+
+    def hold(_seconds: float) -> None:  # the server holds the page until the client has given up on it
+        held.set()
+        release.wait(timeout=60)
+
+    monkeypatch.setattr(sim.server("renshe"), "sleep", hold)
+    sim.set_faults("renshe", {"script": ["slow"]})
     source = _source(sim, "renshe.employment", timeout=(2.0, 0.3))
-    assert len(_read_all(source)) == _rows(generated, "renshe.employment")
-    assert source.stats.retries == {"timeout": 1}
+    try:
+        assert len(_read_all(source)) == _rows(generated, "renshe.employment")
+    finally:
+        release.set()
+    assert held.is_set() and source.stats.retries == {"timeout": 1}
 
 
 def test_wrong_token_fails_at_once_without_showing_it(sim: SimulatorServers) -> None:
@@ -346,7 +371,7 @@ def test_body_cut_short_by_the_connection_is_retried() -> None:
         host, port = server.server_address[:2]
         endpoint = HttpEndpoint("gongan", "/api/v1/hukou", CursorPaginator(), 10)
         with HttpSource(
-            "gongan.hukou", f"http://{host!s}:{port}", token="t", endpoint=endpoint, retry=FAST
+            "gongan.hukou", f"http://{host!s}:{port}", token="t", endpoint=endpoint, retry=FAST, sleep=_no_wait
         ) as src:
             frame = _read_all(src)
         assert frame["rkid"].tolist() == ["RK1"]
