@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import socket
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -237,7 +238,11 @@ def test_values_with_quotes_backslashes_and_control_characters_round_trip(
 # -- faults and stats ---------------------------------------------------------------------------------------
 
 
-def test_scripted_faults_in_order_then_normal(servers: SimulatorServers, session: requests.Session) -> None:
+def test_scripted_faults_in_order_then_normal(
+    servers: SimulatorServers, session: requests.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(servers.server("gongan"), "sleep", slept.append)  # the slow fault's wait, recorded
     base = servers.urls["gongan"]
     before = servers.stats("gongan")
     r = session.post(
@@ -255,10 +260,10 @@ def test_scripted_faults_in_order_then_normal(servers: SimulatorServers, session
     with pytest.raises(requests.JSONDecodeError):
         r.json()
     assert 0 < len(r.content) < len(session.get(url, params={"page_size": 50}, timeout=5).content)
-    started = time.perf_counter()
+    assert slept == []
     r = session.get(url, params={"page_size": 50}, timeout=5)
     assert r.status_code == 200 and len(r.json()["items"]) == 50
-    assert time.perf_counter() - started >= 0.5
+    assert slept == [0.5]  # held for slow_seconds before answering
     assert session.get(url, timeout=5).status_code == 200  # script used up
     after = servers.stats("gongan")
     assert {k: after["faults"][k] - before["faults"][k] for k in after["faults"]} == {
@@ -350,20 +355,17 @@ def test_a_running_server_shows_records_changed_by_advance(tmp_path: Path) -> No
     assert not (folder / "serve.json").exists()
 
 
-def test_fixed_port_serves_renshe_on_the_next_port(sim_dir: Path, tmp_path: Path) -> None:
-    import socket
-
+def test_a_port_in_use_is_refused_and_no_serve_json_is_written(sim_dir: Path, tmp_path: Path) -> None:
+    """A given port is bound as given: one the OS handed to a listening socket of ours is refused."""
     folder = _copy(sim_dir, tmp_path / "sim")
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    with start_servers(folder, port=port, token="fixed-token") as running:
-        assert running.urls["gongan"] == f"http://127.0.0.1:{port}"
-        assert running.urls["renshe"] == f"http://127.0.0.1:{port + 1}"
-        auth = {"Authorization": "Bearer fixed-token"}
-        r = requests.get(running.urls["renshe"] + "/rs/insurance", headers=auth, timeout=5)
-        assert r.status_code == 200
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError) as caught:
+            start_servers(folder, port=port)
+    assert caught.value.errno == errno.EADDRINUSE
+    assert not (folder / "serve.json").exists()
 
 
 def test_a_folder_without_http_data_is_named_in_the_error(tmp_path: Path) -> None:
