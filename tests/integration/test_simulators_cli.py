@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 import requests
@@ -49,7 +53,7 @@ def test_help_texts_name_every_command_and_option() -> None:
         assert name in top.output
     for command, options in {
         "generate": ["--residents", "--seed", "--out", "--sql-url"],
-        "serve": ["--data", "--host", "--port", "--token", "SIGTERM"],
+        "serve": ["--data", "--host", "--port", "--renshe-port", "--token", "SIGTERM"],
         "advance": ["--data", "--changed", "--late", "--seed"],
     }.items():
         result = runner.invoke(simulate, [command, "--help"])
@@ -81,20 +85,36 @@ def test_advance_prints_rows_per_dataset_and_kind(sim_dir: Path) -> None:
     assert refused.exit_code == 2 and "--changed" in refused.output
 
 
+SERVE = [sys.executable, "-c", "from hub.simulate_cli import simulate; simulate()", "serve"]
+
+
+def _lines(stream: IO[str]) -> queue.Queue[str | None]:
+    """The stream's lines as they come, read in a thread; None at its end."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
 def test_serve_runs_as_a_process_and_stops_cleanly_on_sigterm(sim_dir: Path) -> None:
-    entry = "from hub.simulate_cli import simulate; simulate()"
-    command = [sys.executable, "-c", entry, "serve", "--data", str(sim_dir)]
+    command = [*SERVE, "--data", str(sim_dir), "--port", "0"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
         printed: dict[str, str] = {}
-        deadline = time.monotonic() + 60
         assert proc.stdout is not None
-        while "serve.json" not in printed and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
+        lines = _lines(proc.stdout)
+        deadline = time.monotonic() + 60
+        while "serve.json" not in printed:
+            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))  # queue.Empty past the deadline
+            if line is None:
                 break
             match = re.match(r"^(?:\S+ )?(gongan|renshe|token|serve\.json)\s+(\S+)$", line.strip())
             if match:
@@ -102,19 +122,34 @@ def test_serve_runs_as_a_process_and_stops_cleanly_on_sigterm(sim_dir: Path) -> 
         assert set(printed) == {"gongan", "renshe", "token", "serve.json"}, printed
         served = json.loads(Path(printed["serve.json"]).read_text())
         assert served == {"gongan": printed["gongan"], "renshe": printed["renshe"], "token": printed["token"]}
-        r = requests.get(
-            printed["gongan"] + "/api/v1/hukou",
-            params={"page_size": 10},
-            headers={"Authorization": f"Bearer {printed['token']}"},
-            timeout=10,
-        )
+        assert printed["gongan"] != printed["renshe"]  # port 0: the OS gave each server a port of its own
+        headers = {"Authorization": f"Bearer {printed['token']}"}
+        r = requests.get(printed["gongan"] + "/api/v1/hukou", params={"page_size": 10}, headers=headers, timeout=10)
         assert r.status_code == 200 and len(r.json()["items"]) == 10
+        r = requests.get(printed["renshe"] + "/rs/employment", params={"limit": 5}, headers=headers, timeout=10)
+        assert r.status_code == 200 and len(r.json()["rows"]) == 5
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=20)
+        proc.wait(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    err = proc.stderr.read() if proc.stderr else ""
     assert proc.returncode == 0, err
-    assert "Stopped." in out and "Traceback" not in err
+    assert "Stopped." in "".join(iter(lines.get, None)) and "Traceback" not in err
+    assert not (sim_dir / "serve.json").exists()
+
+
+@pytest.mark.parametrize("option", ["--port", "--renshe-port"])
+def test_serve_refuses_a_port_in_use_and_names_it(sim_dir: Path, option: str) -> None:
+    """Each system's port is its own option (0 = any free one); a taken one is named, nothing is served."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        other = "--renshe-port" if option == "--port" else "--port"
+        command = [*SERVE, "--data", str(sim_dir), option, str(port), other, "0"]
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert str(port) in done.stderr and "Traceback" not in done.stderr
     assert not (sim_dir / "serve.json").exists()
