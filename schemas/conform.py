@@ -2,6 +2,8 @@
 
 Every rule is chosen by the contract field's type, pattern, allowed values and value map, so one contract
 drives all datasets. Issues name the row (index label), the field and a reason code, never the value.
+A required field that fails, or a cross-field check that fails, is a row issue (the row is quarantined);
+an optional field that fails is set to missing and only counted (``field_problems``), so the record goes on.
 Low-cardinality columns (dates, codes, names, amounts) are parsed once per distinct value; the rest use
 column operations.
 """
@@ -13,8 +15,8 @@ import math
 import re
 import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import cache
+from dataclasses import dataclass, field
+from functools import cache, partial
 from typing import Any
 
 import numpy as np
@@ -38,6 +40,11 @@ DECIMAL_INVALID = "decimal_invalid"
 COMMUNITY_CODE_INVALID = "community_code_invalid"
 AREA_CODE_INVALID = "area_code_invalid"
 PATTERN_MISMATCH = "pattern_mismatch"
+ID_NUMBER_NUMERIC_CELL = "id_number_numeric_cell"
+DATE_YEAR_ONLY = "date_year_only"
+ID_NUMBER_SEX_MISMATCH = "id_number_sex_mismatch"
+ID_NUMBER_BIRTH_DATE_MISMATCH = "id_number_birth_date_mismatch"
+EMBEDDED_ID_NUMBER_MISMATCH = "embedded_id_number_mismatch"
 REASONS = (
     REQUIRED_MISSING,
     COLUMN_MISSING,
@@ -51,13 +58,28 @@ REASONS = (
     COMMUNITY_CODE_INVALID,
     AREA_CODE_INVALID,
     PATTERN_MISMATCH,
+    ID_NUMBER_NUMERIC_CELL,
+    DATE_YEAR_ONLY,
+    ID_NUMBER_SEX_MISMATCH,
+    ID_NUMBER_BIRTH_DATE_MISMATCH,
+    EMBEDDED_ID_NUMBER_MISMATCH,
+)
+# Reasons that put the whole record in doubt, so they quarantine it even on an optional field: a numeric
+# ID cell may already be another person's number, and a cross-field mismatch says the record disagrees
+# with itself.
+RECORD_REASONS = frozenset(
+    {ID_NUMBER_NUMERIC_CELL, ID_NUMBER_SEX_MISMATCH, ID_NUMBER_BIRTH_DATE_MISMATCH, EMBEDDED_ID_NUMBER_MISMATCH}
 )
 
 # Excel's 1900 date system: serial 1 is 1900-01-01 and 60 is the phantom 1900-02-29, so day 0 is 1899-12-30.
 EXCEL_EPOCH = pd.Timestamp("1899-12-30")
-# Serials accepted as dates: 1900-03-01 (after the phantom leap day) to 2099-12-31.
+# Serials accepted as dates, from XLSX numeric cells only: 1900-03-01 (after the phantom leap day) to
+# 2099-12-31. A plausible year is a year, never a serial (1990 is not 1905-06-12): nobody alive was born,
+# and nothing was issued, in 1905. Written text is never a serial, and any four digits there are a year.
 EXCEL_SERIAL_MIN = 61
 EXCEL_SERIAL_MAX = 73050
+YEAR_MIN = 1900
+YEAR_MAX = 2099
 DATE_DTYPE = "datetime64[us]"
 
 # Separated dates: 2017年5月5日, 2017/5/5, 2017-05-05, 2017.5.5.
@@ -67,30 +89,43 @@ _TIME_TAIL = r"(?:[T ]+[0-9]{1,2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?)$"
 _ZONE_TAIL = r"(?:Z|[+-][0-9]{2}:?[0-9]{2})$"
 CHINA = "Asia/Shanghai"
 _COMPACT_DATE = r"(?P<cy>[0-9]{4})(?P<cm>[0-9]{2})(?P<cd>[0-9]{2})"
-_SERIAL = r"(?P<serial>[0-9]{2,5}(?:\.[0-9]+)?)"
-_DATE_FORMS = re.compile(rf"^(?:{_SEPARATED_DATE}|{_COMPACT_DATE}|{_SERIAL})$")
+_YEAR = r"(?P<year>[0-9]{4})"
+_DATE_FORMS = re.compile(rf"^(?:{_SEPARATED_DATE}|{_COMPACT_DATE}|{_YEAR})$")
 # Literal characters, not \u escapes, so pandas keeps these regexes on the fast pyarrow (RE2) path.
 _HAN = f"[{chr(0x3400)}-{chr(0x4DBF)}{chr(0x4E00)}-{chr(0x9FFF)}{chr(0xF900)}-{chr(0xFAFF)}]"
 # NFKC leaves printable ASCII and the CJK unified ideographs (base block and extension A) unchanged.
 _NFKC_CHANGEABLE = f"[^ -~{chr(0x3400)}-{chr(0x4DBF)}{chr(0x4E00)}-{chr(0x9FFF)}]"
 _SPACES = r"[ \t\r\n\f\v]+"  # spelt out: for \s pandas falls back to Python's re
+# Minority-name separators (中点, bullet, katakana middle dot, full stops) all become the middle dot.
+_NAME_SEPARATORS = f"[.{chr(0x2022)}{chr(0x2027)}{chr(0x2219)}{chr(0x22C5)}{chr(0x30FB)}{chr(0xFF0E)}{chr(0xFF65)}]"
+NAME_SEPARATOR = chr(0x00B7)
+# Written with a country code: a mobile keeps its 11 digits, a landline gets back its trunk 0.
 _PHONE_PREFIX = r"^(?:00)?86(1[0-9]{10})$"
+_LANDLINE_PREFIX = r"^(?:00)?86([2-9][0-9]{8,10})$"
 _MOBILE = r"1[0-9]{10}"
+# A landline: 0, a 2- or 3-digit area code (10, 2x, 470 …), then 7 or 8 digits not starting 0 or 1.
+_LANDLINE = r"0[1-9][0-9]{1,2}[2-9][0-9]{6,7}"
 ID_SHAPE = r"^[0-9]{17}[0-9X]$"
+# A contract pattern starting like this declares a value that embeds an ID number in its first 18 characters.
+EMBEDDED_ID_PREFIX = ID_SHAPE.removesuffix("$")
 COMMUNITY_CODE_SHAPE = r"^[0-9]{12}$"
 AREA_CODE_SHAPE = r"^[0-9]{6}$"
-PHONE_SHAPE = rf"^{_MOBILE}$"
+PHONE_SHAPE = rf"^(?:{_MOBILE}|{_LANDLINE})$"
 
 
 @dataclass(frozen=True)
 class Conformed:
-    """A conformed batch: typed data under hub names, per-row issues (no values) and schema drift found."""
+    """A conformed batch: typed data under hub names, per-row issues (no values) and schema drift found.
+
+    ``field_problems`` counts optional values set to missing because they failed, as ``{"field:reason": n}``.
+    """
 
     data: pd.DataFrame
     issues: pd.DataFrame
     unknown_columns: tuple[str, ...]
     missing_columns: tuple[str, ...]
     dataset: str
+    field_problems: dict[str, int] = field(default_factory=dict)
 
     def issue_counts(self) -> dict[str, int]:
         """Issues per ``reason:field``, for logs and summaries."""
@@ -148,6 +183,23 @@ def as_text(values: pd.Series) -> pd.Series:
     return pd.Series(texts.take(codes, allow_fill=True), index=values.index, name=values.name)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+
+
+def numeric_cells(values: pd.Series) -> np.ndarray:
+    """Which cells hold a number rather than text (XLSX numeric cells, JSON numbers); missing ones do not."""
+    dtype, cells = values.dtype, pd.api.types.is_object_dtype(values.dtype)
+    if pd.api.types.is_bool_dtype(dtype) or not (pd.api.types.is_numeric_dtype(dtype) or cells):
+        return np.zeros(len(values), dtype=bool)
+    present = values.notna().to_numpy(dtype=bool)
+    if not cells:
+        return present
+    # object columns only (XLSX cells, JSON mixtures): typed cell by cell, as as_text reads them
+    typed = np.fromiter((_is_number(v) for v in values.to_numpy()), dtype=bool, count=len(values))
+    return typed & present
+
+
 def nfkc(text: pd.Series) -> pd.Series:
     """NFKC only where it can change something: values with characters beyond ASCII and CJK ideographs."""
     changeable = _matches(text, _NFKC_CHANGEABLE)
@@ -170,20 +222,28 @@ Rule = Callable[[pd.Series, ContractField], tuple[pd.Series, pd.Series]]
 DistinctRule = Callable[[pd.Series], tuple[pd.Series, pd.Series]]
 
 
+def _distinct(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """Codes per row and the distinct source values (cells as given, positional index)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    return codes, pd.Series(uniques, dtype=values.dtype).reset_index(drop=True)
+
+
+def _spread(codes: np.ndarray, values: pd.Series, *columns: pd.Series) -> tuple[pd.Series, ...]:
+    """Per-distinct results back onto every row of ``values``."""
+    return tuple(
+        pd.Series(column.array.take(codes, allow_fill=True), index=values.index, name=values.name)
+        for column in columns
+    )
+
+
 def _per_distinct(values: pd.Series, rule: DistinctRule) -> tuple[pd.Series, pd.Series]:
     """Run a rule once per distinct source value (its cleaned text); spread value and reason to each row."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    text = clean_text(as_text(pd.Series(uniques, dtype=values.dtype).reset_index(drop=True)))
-    conformed, reasons = rule(text)
-    spread = [
-        pd.Series(column.array.take(codes, allow_fill=True), index=values.index, name=values.name)
-        for column in (conformed, reasons)
-    ]
-    return spread[0], spread[1]
+    codes, uniques = _distinct(values)
+    conformed, reasons = _spread(codes, values, *rule(clean_text(as_text(uniques))))
+    return conformed, reasons
 
 
 # --- one rule per field type ----------------------------------------------------------------------
-
 
 
 def _no_issue(index: pd.Index) -> pd.Series:
@@ -211,15 +271,25 @@ def _text_rule(values: pd.Series, cf: ContractField) -> tuple[pd.Series, pd.Seri
 
 
 def _id_number_rule(values: pd.Series, cf: ContractField) -> tuple[pd.Series, pd.Series]:
-    """ID numbers: full-width, spaces, lower-case x and 15 digits fixed; invalid ones kept and flagged."""
+    """ID numbers: full-width, spaces, hyphens, lower-case x and 15 digits fixed; invalid ones kept and flagged.
+
+    A numeric cell is never read: as a float it keeps 15 significant digits, and the printed number can be
+    another person's valid ID. It is dropped and flagged ``id_number_numeric_cell``.
+    """
+    numeric = pd.Series(numeric_cells(values), index=values.index)
     text = as_text(values)
+    if numeric.any():
+        text = text.mask(numeric)
     # normalise_series leaves canonical numbers as they are: give it only the others (a few per cent)
     dirty = text.notna() & ~_matches(text, ID_SHAPE)
     numbers = text.copy()
     if dirty.any():
         numbers[dirty] = id_number.normalise_series(text[dirty])
     invalid = numbers.notna() & ~id_number.valid_series(numbers)
-    return numbers, _reason_where(invalid, ID_NUMBER_INVALID)
+    reasons = _reason_where(invalid, ID_NUMBER_INVALID)
+    if numeric.any():
+        reasons = reasons.mask(numeric, ID_NUMBER_NUMERIC_CELL)
+    return numbers, reasons
 
 
 @cache
@@ -229,36 +299,54 @@ def _t2s() -> Any:
     return OpenCC("t2s")
 
 
+# Traditional characters a legal name may hold as they are: surnames and name characters the 通用规范汉字表
+# (2013) keeps as standard characters of their own (於 甯 昇 陞 甦 氾 吒 釐), or whose simplified form
+# depends on the person (乾 干/乾, 徵 征/徵, 鍾 钟/锺, 餘 余/馀, 鉅 巨/钜, 麴 曲/麹). OpenCC would change them all.
+NAME_CHARACTERS_KEPT = frozenset("於甯昇陞甦氾吒釐乾徵鍾餘鉅麴")
+
+
+@cache
+def _t2s_character(character: str) -> str:
+    """OpenCC's simplified form of one character (its first candidate)."""
+    return str(_t2s().convert(character))
+
+
 def simplified(names: pd.Series) -> pd.Series:
-    """Traditional to simplified characters, calling OpenCC only for names holding a character it changes."""
+    """Traditional to simplified, character by character, except characters a legal name keeps as written."""
     present = names.dropna()
     if present.empty:
         return names
-    converter = _t2s()
-    changing = [c for c in set("".join(present.tolist())) if c >= "\u3400" and converter.convert(c) != c]
-    if not changing:
+    table = {
+        ord(c): s
+        for c in set("".join(present.unique().tolist()))
+        if c >= "\u3400" and c not in NAME_CHARACTERS_KEPT and (s := _t2s_character(c)) != c
+    }
+    if not table:
         return names
-    has_traditional = _matches(names, "[" + re.escape("".join(sorted(changing))) + "]")
+    has_traditional = _matches(names, "[" + re.escape("".join(sorted(map(chr, table)))) + "]")
     out = names.copy()
-    out[has_traditional] = [converter.convert(n) for n in names[has_traditional]]
+    out[has_traditional] = names[has_traditional].str.translate(table)
     return out
 
 
 def _name_rule(values: pd.Series, cf: ContractField) -> tuple[pd.Series, pd.Series]:
-    """Names: Chinese names lose inner spaces, others keep single spaces; traditional become simplified."""
+    """Names: Chinese names lose inner spaces and take one separator (·), others keep single spaces;
+    traditional characters become simplified where that cannot change a legal name."""
 
     def rule(text: pd.Series) -> tuple[pd.Series, pd.Series]:
         squeezed = text.str.replace(_SPACES, " ", regex=True)
-        names = squeezed.where(~_matches(text, _HAN), squeezed.str.replace(" ", "", regex=False))
+        chinese = squeezed.str.replace(" ", "", regex=False).str.replace(_NAME_SEPARATORS, NAME_SEPARATOR, regex=True)
+        names = squeezed.where(~_matches(text, _HAN), chinese)
         return simplified(names), _no_issue(text.index)
 
     return _per_distinct(values, rule)
 
 
 def _phone_rule(values: pd.Series, cf: ContractField) -> tuple[pd.Series, pd.Series]:
-    """Digits only, a +86/0086 country prefix dropped; anything but a mainland mobile number is flagged."""
+    """Digits only, a +86/0086 country prefix dropped; a mainland mobile or a landline with its area code."""
     text = clean_text(as_text(values))
     digits = text.str.replace(r"[^0-9]", "", regex=True).str.replace(_PHONE_PREFIX, r"\1", regex=True)
+    digits = digits.str.replace(_LANDLINE_PREFIX, r"0\1", regex=True)
     digits = digits.mask(digits == "")
     return digits, _reason_where(text.notna() & ~_matches(digits, PHONE_SHAPE), PHONE_INVALID)
 
@@ -318,8 +406,8 @@ def _decimal_rule(values: pd.Series, cf: ContractField) -> tuple[pd.Series, pd.S
     return _per_distinct(values, rule)
 
 
-def parse_dates(text: pd.Series) -> pd.Series:
-    """Dates in every source form (2017年5月5日, 20170505, 2017/5/5, 2017-05-05, Excel serials), else NaT."""
+def _date_text(text: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Written dates as dates (NaT elsewhere), and which values are a four-digit year only."""
     dateonly = text.str.replace(_TIME_TAIL, "", regex=True).str.replace(_SPACES, "", regex=True)
     parts = dateonly.str.extract(_DATE_FORMS)
     ymd = pd.DataFrame(
@@ -333,7 +421,18 @@ def parse_dates(text: pd.Series) -> pd.Series:
     dated = ymd.notna().all(axis=1)
     if dated.any():
         out[dated] = pd.to_datetime(ymd[dated], errors="coerce").astype(DATE_DTYPE)
-    serial = pd.to_numeric(parts["serial"], errors="coerce")
+    return out, parts["year"].notna().astype(bool)
+
+
+def parse_dates(text: pd.Series) -> pd.Series:
+    """Written dates (2017年5月5日, 20170505, 2017/5/5, 2017-05-05, 2017.5.5), else NaT; never an Excel serial."""
+    return _date_text(text)[0]
+
+
+def excel_serial_dates(numbers: pd.Series) -> pd.Series:
+    """Excel serial numbers (1900 system, a fraction is the time of day) as dates; NaT outside the range."""
+    serial = pd.to_numeric(numbers, errors="coerce").astype("float64")
+    out = pd.Series(pd.NaT, index=numbers.index, dtype=DATE_DTYPE)
     counted = (serial >= EXCEL_SERIAL_MIN) & (serial <= EXCEL_SERIAL_MAX)
     if counted.any():
         days = np.floor(serial[counted].to_numpy(dtype=float)).astype("int64")
@@ -348,15 +447,27 @@ def _naive(values: pd.Series) -> pd.Series:
     return values
 
 
-def _date_rule(values: pd.Series, cf: ContractField) -> tuple[pd.Series, pd.Series]:
+def _date_rule(values: pd.Series, cf: ContractField, serials: bool = False) -> tuple[pd.Series, pd.Series]:
+    """Dates in every written form; with ``serials`` (an XLSX source) a numeric cell may be an Excel serial.
+
+    A year is a year: the contract's date fields hold full dates, so it is ``date_year_only``.
+    """
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         return _naive(values).dt.floor("D").astype(DATE_DTYPE), _no_issue(values.index)
-
-    def rule(text: pd.Series) -> tuple[pd.Series, pd.Series]:
-        dates = parse_dates(text)
-        return dates, _reason_where(text.notna() & dates.isna(), DATE_UNPARSEABLE)
-
-    return _per_distinct(values, rule)
+    codes, uniques = _distinct(values)
+    text = clean_text(as_text(uniques))
+    dates, year_only = _date_text(text)
+    if serials:
+        numeric = pd.Series(numeric_cells(uniques), index=text.index)
+        year = pd.to_numeric(text.where(year_only), errors="coerce")
+        year_only &= ~numeric | year.between(YEAR_MIN, YEAR_MAX).fillna(False).astype(bool)
+        serial = numeric & dates.isna() & ~year_only
+        if serial.any():
+            dates = dates.where(~serial, excel_serial_dates(text.where(serial)))
+    reasons = _reason_where(text.notna() & dates.isna() & ~year_only, DATE_UNPARSEABLE)
+    reasons = reasons.mask(year_only, DATE_YEAR_ONLY)
+    spread_dates, spread_reasons = _spread(codes, values, dates, reasons)
+    return spread_dates, spread_reasons
 
 
 def parse_datetimes(text: pd.Series) -> pd.Series:
@@ -424,12 +535,88 @@ def _issue_frame(index: pd.Index, parts: list[tuple[str, pd.Series]]) -> pd.Data
     )
 
 
+def _rule_for(cf: ContractField, contract: Contract) -> Rule:
+    """The field type's rule; dates read Excel serials only where the source is an XLSX export."""
+    if cf.type == "date":
+        return partial(_date_rule, serials=contract.interface == "xlsx")
+    return RULES[cf.type]
+
+
+def _soften(
+    name: str, conformed: pd.Series, reason: pd.Series, problems: dict[str, int]
+) -> tuple[pd.Series, pd.Series]:
+    """An optional field: a failed value becomes missing and is counted, unless it puts the record in doubt."""
+    soft = reason.notna() & ~reason.isin(RECORD_REASONS).fillna(False).astype(bool)
+    if not soft.any():
+        return conformed, reason
+    for why, n in reason[soft].value_counts().items():
+        key = f"{name}:{why}"
+        problems[key] = problems.get(key, 0) + int(n)
+    return conformed.mask(soft), reason.mask(soft)
+
+
+def _in_table(contract: Contract, table: str, ftype: str, column_suffix: str) -> ContractField | None:
+    """The field of a unified table with this type whose unified column is ``column_suffix`` or ends in it."""
+    return next(
+        (
+            f
+            for f in contract.fields
+            if f.unified_table == table
+            and f.type == ftype
+            and (f.unified_column == column_suffix or f.unified_column.endswith("_" + column_suffix))
+        ),
+        None,
+    )
+
+
+def _cross_checks(
+    contract: Contract, columns: dict[str, pd.Series], reasons: dict[str, pd.Series]
+) -> list[tuple[str, pd.Series]]:
+    """Reasons where fields disagree with the ID number: its sex and birth date, and an embedded ID.
+
+    An ID number is paired with the sex and birth-date fields of its own unified table (person.sex for
+    person.id_number, child_sex for birth_registration.child_id_number). A string field whose contract
+    pattern starts with the ID shape (the 残联 certificate number) must embed the record's person ID number.
+    Only valid numbers are compared: an invalid one already has its reason.
+    """
+    found: list[tuple[str, pd.Series]] = []
+    for idf in (f for f in contract.fields if f.type == "id_number" and f.name in columns):
+        ids = columns[idf.name]
+        valid = (ids.notna() & reasons[idf.name].isna()).astype(bool)
+        if not valid.any():
+            continue
+        sex_field = _in_table(contract, idf.unified_table, "code", "sex")
+        if sex_field is not None:
+            sex = columns[sex_field.name]
+            compared = valid & sex.notna() & reasons[sex_field.name].isna()
+            differs = (id_number.sex_series(ids.where(valid)) != sex).fillna(False).astype(bool)
+            found.append((sex_field.name, _reason_where(compared & differs, ID_NUMBER_SEX_MISMATCH)))
+        birth_field = _in_table(contract, idf.unified_table, "date", "birth_date")
+        if birth_field is not None:
+            births = columns[birth_field.name]
+            encoded = pd.to_datetime(ids.where(valid).str.slice(6, 14), format="%Y%m%d", errors="coerce")
+            compared = valid & births.notna()
+            differs = (encoded.astype(DATE_DTYPE) != births.astype(DATE_DTYPE)).fillna(False).astype(bool)
+            found.append((birth_field.name, _reason_where(compared & differs, ID_NUMBER_BIRTH_DATE_MISMATCH)))
+    person = contract.by_unified("person.id_number")
+    for cf in contract.fields:
+        if person is None or cf.type != "string" or not (cf.pattern or "").startswith(EMBEDDED_ID_PREFIX):
+            continue
+        text, ids = columns[cf.name], columns[person.name]
+        compared = text.notna() & reasons[cf.name].isna() & ids.notna() & reasons[person.name].isna()
+        differs = (text.str.slice(0, 18) != ids).fillna(False).astype(bool)
+        found.append((cf.name, _reason_where(compared & differs, EMBEDDED_ID_NUMBER_MISMATCH)))
+    return found
+
+
 def conform(raw: pd.DataFrame, contract: Contract) -> Conformed:
     """Rename a raw batch to hub names, type and normalise every contract field, and report issues by row.
 
     Columns starting with '_' pass through; source columns the contract does not name are dropped and
     listed in ``unknown_columns``; contract columns absent from the batch are added as missing values and
     listed in ``missing_columns`` (a required one also gives every row the issue ``column_missing``).
+    An optional field that fails is set to missing and counted in ``field_problems``; cross-field checks
+    (sex and birth date against the ID number, an embedded ID number) add row issues.
     """
     if not raw.index.is_unique:
         raise ValueError(f"{contract.dataset}: duplicate index labels: issues could not name rows")
@@ -439,7 +626,8 @@ def conform(raw: pd.DataFrame, contract: Contract) -> Conformed:
         str(c) for c in raw.columns if not str(c).startswith("_") and _header_key(c) not in sources
     )
     columns: dict[str, pd.Series] = {}
-    reasons: list[tuple[str, pd.Series]] = []
+    reasons: dict[str, pd.Series] = {}
+    problems: dict[str, int] = {}
     missing: list[str] = []
     for cf in contract.fields:
         column = by_header.get(cf.source)
@@ -447,22 +635,26 @@ def conform(raw: pd.DataFrame, contract: Contract) -> Conformed:
             missing.append(cf.name)
             empty = pd.array([None] * len(raw), dtype=EMPTY_DTYPES.get(cf.type, STRING))
             columns[cf.name] = pd.Series(empty, index=raw.index, name=cf.name)
-            if cf.required:
-                reasons.append((cf.name, pd.Series(COLUMN_MISSING, index=raw.index, dtype=STRING)))
+            fill = COLUMN_MISSING if cf.required else pd.NA
+            reasons[cf.name] = pd.Series(fill, index=raw.index, dtype=STRING)
             continue
-        conformed, reason = RULES[cf.type](raw[column], cf)
+        conformed, reason = _rule_for(cf, contract)(raw[column], cf)
         if cf.required:
             # a rule leaves a value missing without a reason only where the source cell was blank
             reason = reason.mask(reason.isna() & conformed.isna(), REQUIRED_MISSING)
+        else:
+            conformed, reason = _soften(cf.name, conformed, reason, problems)
         columns[cf.name] = conformed.rename(cf.name)
-        reasons.append((cf.name, reason))
+        reasons[cf.name] = reason
+    parts = [*reasons.items(), *_cross_checks(contract, columns, reasons)]
     for name in raw.columns:
         if str(name).startswith("_"):
             columns[str(name)] = raw[name]
     return Conformed(
         data=pd.DataFrame(columns, index=raw.index),
-        issues=_issue_frame(raw.index, reasons),
+        issues=_issue_frame(raw.index, parts),
         unknown_columns=unknown,
         missing_columns=tuple(missing),
         dataset=contract.dataset,
+        field_problems=dict(sorted(problems.items())),
     )

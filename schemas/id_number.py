@@ -48,18 +48,22 @@ def is_valid(number: str) -> bool:
     return code_valid_in(number[:6], year)
 
 
+# White space and hyphens or dashes that exports put between the parts (152101-19900105-1238).
+_SEPARATORS = re.compile(r"[\s\-\u2010-\u2015\u2212]+")
+
+
 def normalise_text(value: object) -> str | None:
-    """Fold full-width forms (NFKC), drop all white space and upper-case a trailing x."""
+    """Fold full-width forms (NFKC), drop white space and hyphens, and upper-case a trailing x."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return None
-    text = "".join(unicodedata.normalize("NFKC", str(value)).split()).upper()
+    text = _SEPARATORS.sub("", unicodedata.normalize("NFKC", str(value))).upper()
     return text or None
 
 
 def normalise_series(values: pd.Series) -> pd.Series:
-    """Vectorised clean-up: NFKC, no spaces, upper-case X, and 15-digit numbers upgraded to 18."""
+    """Vectorised clean-up: NFKC, no spaces or hyphens, upper-case X, and 15-digit numbers upgraded to 18."""
     text = values.astype("string")
-    text = text.str.normalize("NFKC").str.replace(r"\s+", "", regex=True).str.upper()
+    text = text.str.normalize("NFKC").str.replace(_SEPARATORS.pattern, "", regex=True).str.upper()
     text = text.mask(text == "")
     legacy = text.str.fullmatch(r"[0-9]{15}").fillna(False).astype(bool)
     if legacy.any():

@@ -2,7 +2,9 @@
 
 GX runs on an ephemeral context over the whole batch and names failing rows by an index column
 (``_row``) only, never by value. Its failures and the conform issues become per-row reason codes
-("gx:<expectation>:<field>", "conform:<reason>:<field>") that decide what goes to quarantine.
+("gx:<expectation>:<field>", "conform:<reason>:<field>") that decide what goes to quarantine. A field
+conform already gave a reason for is not counted again for GX, and a GX failure on an optional field
+sets that value to missing and is counted, as conform does, instead of quarantining the record.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from schemas.base import write_atomic
 from schemas.conform import AREA_CODE_SHAPE, COMMUNITY_CODE_SHAPE, ID_SHAPE, PHONE_SHAPE, Conformed
 from schemas.contract import Contract, ContractField
-from schemas.base import write_atomic
 
 if TYPE_CHECKING:
     from great_expectations.core import ExpectationSuite
@@ -56,12 +58,17 @@ class ValidationError(RuntimeError):
 
 @dataclass(frozen=True)
 class Validation:
-    """The outcome for one batch: good rows to protect, bad rows by index with reason codes, counts."""
+    """The outcome for one batch: good rows to protect, bad rows by index with reason codes, counts.
+
+    ``field_problems`` counts optional values set to missing, ``{"field:reason": n}``: conform's
+    reasons and GX expectation names (``death_date:expect_column_values_to_be_between``).
+    """
 
     good: pd.DataFrame
     bad_index: pd.Index
     reasons: pd.Series
     summary: dict[str, Any] = field(default_factory=dict)
+    field_problems: dict[str, int] = field(default_factory=dict)
 
     @property
     def quarantine_rate(self) -> float:
@@ -205,12 +212,19 @@ def validate(
     rows = len(data)
     positions: list[np.ndarray] = []
     codes: list[np.ndarray] = []
+    required = {cf.name for cf in contract.fields if cf.required}
+    softened: dict[str, np.ndarray] = {}  # optional field -> positions GX rejected
+    problems = dict(conformed.field_problems)
 
     issues = conformed.issues
+    reported: dict[str, np.ndarray] = {}  # field -> positions conform already gave a reason for
     if not issues.empty:
-        positions.append(data.index.get_indexer(pd.Index(issues["row"])))
+        at = data.index.get_indexer(pd.Index(issues["row"]))
+        positions.append(at)
         found = "conform:" + issues["reason"].astype(str) + ":" + issues["field"].astype(str)
         codes.append(found.to_numpy(dtype=object))
+        by_field = pd.Series(at).groupby(issues["field"].astype(str).to_numpy())
+        reported = {str(name): group.to_numpy() for name, group in by_field}
 
     expectation_counts: dict[str, int] = {}
     gx_seconds = 0.0
@@ -227,11 +241,19 @@ def validate(
             code = f"gx:{config.type}:{column}"
             if _raised(outcome.exception_info):
                 raise ValidationError(f"{contract.dataset}: {config.type} on field '{column}' could not run")
-            failed = _rows_of(outcome.result.get("unexpected_index_list") or [])
+            failed = np.asarray(_rows_of(outcome.result.get("unexpected_index_list") or []), dtype=np.int64)
             expectation_counts[code] = expectation_counts.get(code, 0) + len(failed)
-            if failed:
-                positions.append(np.asarray(failed, dtype=np.int64))
-                codes.append(np.full(len(failed), code, dtype=object))
+            # the same field of the same row is one problem: conform's reason names its cause
+            failed = failed[~np.isin(failed, reported.get(column, []))]
+            if not len(failed):
+                continue
+            if column not in required:
+                key = f"{column}:{config.type}"
+                problems[key] = problems.get(key, 0) + len(failed)
+                softened[column] = np.union1d(softened.get(column, []), failed).astype(np.int64)
+                continue
+            positions.append(failed)
+            codes.append(np.full(len(failed), code, dtype=object))
         result_json = _scrub(result.to_json_dict())
 
     reasons = _combine(data.index, positions, codes)
@@ -239,6 +261,11 @@ def validate(
     if len(reasons):
         bad[data.index.get_indexer(reasons.index)] = True
     good = data.loc[~bad]
+    for column, at in softened.items():
+        keep = at[~bad[at]]
+        if len(keep):
+            good.loc[data.index[keep], column] = None
+    problems = dict(sorted(problems.items()))
     reason_counts = Counter(code for joined in reasons for code in joined.split(";"))
     summary: dict[str, Any] = {
         "dataset": contract.dataset,
@@ -249,6 +276,7 @@ def validate(
         "quarantine_rate": float(bad.sum() / rows) if rows else 0.0,
         "expectations": expectation_counts,
         "conform_issues": {f"conform:{k}": n for k, n in conformed.issue_counts().items()},
+        "field_problems": problems,
         "reasons": dict(sorted(reason_counts.items())),
         "unknown_columns": list(conformed.unknown_columns),
         "missing_columns": list(conformed.missing_columns),
@@ -258,7 +286,7 @@ def validate(
         if result_json is not None:
             _write_json(Path(results_dir) / RESULTS_FILE, result_json)
         _write_json(Path(results_dir) / SUMMARY_FILE, summary)
-    return Validation(good=good, bad_index=data.index[bad], reasons=reasons, summary=summary)
+    return Validation(good=good, bad_index=data.index[bad], reasons=reasons, summary=summary, field_problems=problems)
 
 
 def _combine(index: pd.Index, positions: list[np.ndarray], codes: list[np.ndarray]) -> pd.Series:

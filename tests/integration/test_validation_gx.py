@@ -63,7 +63,7 @@ def test_suite_is_generated_from_each_contract() -> None:
 @pytest.fixture(scope="module")
 def hukou_checked(tmp_path_factory: pytest.TempPathFactory) -> Checked:
     raw = dirty_hukou()
-    raw.loc[100, "csrq"] = "2027-01-01"  # parses, but lies in the future: only GX catches it
+    raw.loc[100, "gxsj"] = "2100-01-01T00:00:00"  # parses, but lies past 2099: only GX catches it
     results = tmp_path_factory.mktemp("gx") / "gongan.hukou" / "b000001"
     contract = get_contract("gongan.hukou")
     conformed = conform(raw, contract)
@@ -78,16 +78,16 @@ def test_good_and_bad_rows(hukou_checked: Checked) -> None:
     assert checked.quarantine_rate == pytest.approx(5 / 8)
     assert set(checked.reasons.index) == set(checked.bad_index)
     reasons = {i: set(r.split(";")) for i, r in checked.reasons.items()}
-    assert reasons[100] == {"gx:expect_column_values_to_be_between:birth_date"}
-    assert reasons[104] == {"conform:id_number_invalid:id_number"}  # shape fine, check character wrong
-    assert {"conform:required_missing:id_number", "gx:expect_column_values_to_not_be_null:id_number",
-            "conform:phone_invalid:phone", "gx:expect_column_values_to_match_regex:phone"} <= reasons[105]
-    assert {"conform:code_not_allowed:sex", "gx:expect_column_values_to_be_in_set:sex",
-            "gx:expect_column_values_to_be_in_set:ethnicity",
-            "gx:expect_column_values_to_match_regex:household_no",
-            "gx:expect_column_values_to_match_regex:community_code", "conform:date_unparseable:birth_date",
-            "gx:expect_column_values_to_not_be_null:birth_date"} <= reasons[106]
-    assert "gx:expect_column_values_to_not_be_null:name" in reasons[107]
+    assert reasons[100] == {"gx:expect_column_values_to_be_between:updated_at"}
+    # ID shape fine but check character wrong; 22831 from a REST source is text, not an Excel serial
+    assert reasons[104] == {"conform:id_number_invalid:id_number", "conform:date_unparseable:birth_date"}
+    assert reasons[105] == {"conform:required_missing:id_number"}  # once; its landline is fine
+    # one code per bad field: conform names the cause, GX's failure on the same field is not added
+    assert reasons[106] == {"conform:code_not_allowed:sex", "conform:pattern_mismatch:household_no",
+                            "conform:community_code_invalid:community_code", "conform:date_unparseable:birth_date",
+                            "conform:datetime_unparseable:updated_at"}
+    assert "conform:required_missing:name" in reasons[107]
+    assert not any(code.startswith("gx:") for code in reasons[107])
 
 
 def test_summary_counts_only(hukou_checked: Checked) -> None:
@@ -98,6 +98,28 @@ def test_summary_counts_only(hukou_checked: Checked) -> None:
     assert summary["expectations"]["gx:expect_column_values_to_not_be_null:record_id"] == 0
     assert summary["conform_issues"]["conform:id_number_invalid:id_number"] == 1
     assert summary["unknown_columns"] == ["nation_code"]
+
+
+def test_a_missing_required_value_is_counted_once(hukou_checked: Checked) -> None:
+    summary = hukou_checked[2].summary
+    reasons = summary["reasons"]
+    assert reasons["conform:required_missing:id_number"] == 1
+    assert "gx:expect_column_values_to_not_be_null:id_number" not in reasons
+    assert summary["expectations"]["gx:expect_column_values_to_not_be_null:id_number"] == 1  # what GX saw
+    assert sum(reasons.values()) == sum(len(r.split(";")) for r in hukou_checked[2].reasons)
+
+
+def test_an_optional_field_gx_rejects_is_nulled_and_counted() -> None:
+    raw = dirty_hukou().loc[[101, 102]]
+    raw.loc[101, "swrq"] = "2100-01-01"  # an optional date past the plausible range
+    contract = get_contract("gongan.hukou")
+    conformed = conform(raw, contract)
+    checked = validate(conformed, contract, as_of=AS_OF)
+    assert checked.bad_index.empty and list(checked.good.index) == [101, 102]
+    assert pd.isna(checked.good.loc[101, "death_date"])
+    assert checked.field_problems == {"death_date:expect_column_values_to_be_between": 1}
+    assert checked.summary["field_problems"] == checked.field_problems
+    assert pd.notna(conformed.data.loc[101, "death_date"])  # the conformed batch itself is not changed
 
 
 def test_results_json_holds_no_value_from_the_batch(hukou_checked: Checked) -> None:
@@ -127,6 +149,7 @@ def test_births_and_far_out_dates() -> None:
     raw = dirty_births()
     raw.loc[0, "出生日期"] = "0201-05-05"  # a typo far outside any plausible year
     raw.loc[1, "出生日期"] = "1850/1/1"
+    raw.loc[1, "婴儿身份证号"] = None  # else the child's ID number would already disagree (conform's reason)
     contract = get_contract("jisheng.births")
     checked = validate(conform(raw, contract), contract, as_of=AS_OF)
     reasons = {i: set(r.split(";")) for i, r in checked.reasons.items()}

@@ -16,6 +16,7 @@ from openpyxl import Workbook
 from connectors.chunk import SOURCE_POSITION, SourceChunk
 from connectors.files import GB18030_BOM, CsvSource, FileDropSource, RejectFile, XlsxSource, decode_text
 from connectors.state import StateStore
+from schemas.conform import conform
 from schemas.contract import get_contract
 from simulators.advance import advance
 from simulators.generate import generate
@@ -198,6 +199,29 @@ def test_xlsx_keeps_serial_dates_and_datetimes_as_typed(tmp_path: Path) -> None:
         ),
         "disability_20261104.xlsx": "header repeats columns ['姓名']",
     }
+
+
+def test_xlsx_cells_reach_conform_typed(tmp_path: Path) -> None:
+    """A numeric ID cell is refused, a numeric year is a year, only a numeric cell is an Excel serial."""
+    number = "152101199001051238"
+    cells = [  # ID number, birth date, issue date: the rest of each row is clean
+        (float(number), datetime(1990, 1, 5), 45000),
+        (number, 1990, 45000),
+        (number, 32878, "45000"),
+    ]
+    rows = [[number + "42", i, "甲", "男", b, "肢体残疾", "二级", d, "150702001001", None] for i, b, d in cells]
+    _workbook(tmp_path / "disability_20261031.xlsx", rows)
+    frame = pd.concat([c.frame for c in XlsxSource(DISABILITY, tmp_path).read()], ignore_index=True)
+    out = conform(frame, get_contract(DISABILITY))
+    issues = {(int(r), f, why) for r, f, why in out.issues.itertuples(index=False)}
+    assert issues == {
+        (0, "id_number", "id_number_numeric_cell"),
+        (1, "birth_date", "date_year_only"),
+        (2, "issued_on", "date_unparseable"),
+    }
+    assert pd.isna(out.data["id_number"][0]) and out.data["id_number"][1] == number
+    assert out.data["birth_date"][2] == pd.Timestamp("1990-01-05")  # serial 32878 from a numeric cell
+    assert out.data["issued_on"][0] == pd.Timestamp("2023-03-15")  # serial 45000
 
 
 def test_xlsx_named_sheet_and_empty_export(tmp_path: Path) -> None:
