@@ -10,7 +10,6 @@ sets that value to missing and is counted, as conform does, instead of quarantin
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -28,6 +27,7 @@ from schemas.contract import Contract, ContractField
 
 if TYPE_CHECKING:
     from great_expectations.core import ExpectationSuite
+    from great_expectations.data_context import AbstractDataContext
 
 ROW = "_row"
 RESULT_FORMAT: dict[str, Any] = {
@@ -78,11 +78,27 @@ class Validation:
 
 
 def _gx() -> Any:
-    """Import GX lazily (seconds of import time) with its usage analytics switched off."""
-    os.environ["GX_ANALYTICS_ENABLED"] = "false"
+    """Import GX lazily: it takes seconds. Analytics are switched off per context (``ephemeral_context``)."""
     import great_expectations as gx
 
     return gx
+
+
+def ephemeral_context() -> AbstractDataContext:
+    """A fresh in-memory GX context with usage analytics and progress bars off in its own config."""
+    gx = _gx()
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    config = DataContextConfig(
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False, metric_calculations=False),
+        store_backend_defaults=InMemoryStoreBackendDefaults(),
+    )
+    return gx.get_context(mode="ephemeral", project_config=config)
 
 
 def _is_birth_date(cf: ContractField) -> bool:
@@ -182,10 +198,7 @@ def gx_frame(data: pd.DataFrame, contract: Contract) -> pd.DataFrame:
 def run_suite(frame: pd.DataFrame, suite: ExpectationSuite) -> Any:
     """Validate a frame (holding the ``_row`` column) with GX on a fresh ephemeral context."""
     gx = _gx()
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    context = ephemeral_context()
     source = context.data_sources.add_pandas(name="hub_batch")
     asset = source.add_dataframe_asset(name="conformed")
     definition = asset.add_batch_definition_whole_dataframe("whole_batch")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from dataclasses import replace
@@ -21,6 +22,7 @@ from schemas.validation import (
     Validation,
     ValidationError,
     build_suite,
+    ephemeral_context,
     validate,
 )
 from tests.unit.test_conform import ID_A, ID_B, ID_C, ID_X, dirty_births, dirty_hukou, hukou_at_scale
@@ -120,6 +122,17 @@ def test_an_optional_field_gx_rejects_is_nulled_and_counted() -> None:
     assert checked.field_problems == {"death_date:expect_column_values_to_be_between": 1}
     assert checked.summary["field_problems"] == checked.field_problems
     assert pd.notna(conformed.data.loc[101, "death_date"])  # the conformed batch itself is not changed
+
+
+def test_validation_leaves_the_environment_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GX_ANALYTICS_ENABLED", raising=False)
+    contract = get_contract("gongan.hukou")
+    validate(conform(dirty_hukou().loc[[101]], contract), contract, as_of=AS_OF)
+    assert "GX_ANALYTICS_ENABLED" not in os.environ
+    assert ephemeral_context().config.analytics_enabled is False  # switched off in the context's own config
+    schemas = Path(__file__).resolve().parents[2] / "schemas"
+    touching = [p.name for p in schemas.rglob("*.py") if re.search(r"os\.environ|getenv", p.read_text())]
+    assert touching == []
 
 
 def test_results_json_holds_no_value_from_the_batch(hukou_checked: Checked) -> None:
