@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from schemas.base import write_atomic
+from schemas.base import HubError, write_atomic
 from schemas.conform import AREA_CODE_SHAPE, COMMUNITY_CODE_SHAPE, ID_SHAPE, PHONE_SHAPE, Conformed
 from schemas.contract import Contract, ContractField
 
@@ -52,7 +52,7 @@ RESULTS_FILE = "gx_results.json"
 SUMMARY_FILE = "summary.json"
 
 
-class ValidationError(RuntimeError):
+class ValidationError(HubError):
     """An expectation could not be evaluated; names the dataset, expectation and field, never a value."""
 
 
