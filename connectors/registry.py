@@ -167,7 +167,7 @@ def locate(sim_data: Path, systems: Mapping[str, SystemConfig] | None = None) ->
         if decl.kind == "http":
             conn = parse_airflow_connection(cfg.airflow_conn) if cfg.airflow_conn else None
             url = cfg.url or (conn.base_url if conn else None) or serve.get(decl.system)
-            token = cfg.token or (conn.token if conn else None) or served_tokens.get(decl.system) or serve.get("token")
+            token = cfg.token or (conn.token if conn else None) or served_tokens.get(decl.system)
             if url:
                 http[decl.system] = str(url)
             if token:

@@ -127,26 +127,30 @@ def generate_command(residents: int, seed: int, out: Path | None, sql_url: str |
 @click.option("--data", "-d", "data", type=click.Path(path_type=Path), default=None,
               help="Generated folder to serve (default: HUB_SIM_DATA or var/sim).")  # fmt: skip
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-@click.option("--port", "-p", type=click.IntRange(0, 65534), default=0, show_default=True,
-              help="公安 port; 人社 listens on the next one. 0 picks two free ports.")  # fmt: skip
+@click.option("--port", "-p", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="公安 port; 0 lets the OS pick a free one.")  # fmt: skip
+@click.option("--renshe-port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="人社 port; 0 lets the OS pick a free one.")  # fmt: skip
 @click.option("--token", envvar="HUB_SIM_TOKEN", default=None,
-              help="Bearer token clients must send (env HUB_SIM_TOKEN); random when not given.")  # fmt: skip
-def serve_command(data: Path | None, host: str, port: int, token: str | None) -> None:
+              help="One bearer token for both systems (env HUB_SIM_TOKEN); by default each system gets "
+                   "a random token of its own.")  # fmt: skip
+def serve_command(data: Path | None, host: str, port: int, renshe_port: int, token: str | None) -> None:
     """Run the 公安 (cursor pages) and 人社 (offset pages) REST servers until Ctrl-C or SIGTERM.
 
-    Both need `Authorization: Bearer <token>`. The URLs and the token are printed and written to
-    DIR/serve.json (mode 0600), which is removed again on exit. Faults for tests and demos:
-    POST /_admin/faults; counters: GET /_admin/stats (see docs/simulator-interfaces.md).
+    Each needs `Authorization: Bearer <its token>`. The URLs and tokens are printed and written to
+    DIR/serve.json (mode 0600), which is removed again on exit; the hub reads it when no
+    HUB_SOURCE_<SYSTEM>_URL/_TOKEN is set. Faults for tests and demos: POST /_admin/faults;
+    counters: GET /_admin/stats (see docs/simulator-interfaces.md).
     """
     from simulators.http_server import start_servers
 
     folder = _generated_folder(data or _default_data())
     try:
-        servers = start_servers(folder, host=host, port=port, token=token)
+        servers = start_servers(folder, host=host, port=port, renshe_port=renshe_port, token=token)
     except (FileNotFoundError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}/{port + 1}: {exc.strerror}") from exc
+        raise click.ClickException(str(exc)) from exc
     stop = threading.Event()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -156,7 +160,8 @@ def serve_command(data: Path | None, host: str, port: int, token: str | None) ->
     try:
         click.echo(f"公安 gongan  {servers.urls['gongan']}")
         click.echo(f"人社 renshe  {servers.urls['renshe']}")
-        click.echo(f"token        {servers.token}")
+        for system, secret in servers.tokens.items():
+            click.echo(f"token {system}  {secret}")
         click.echo(f"serve.json   {servers.serve_file}")
         click.echo(f"Serving {folder}; press Ctrl-C (or send SIGTERM) to stop.")
         while not stop.wait(0.5):

@@ -566,9 +566,9 @@ class SourceRequestHandler(BaseHTTPRequestHandler):
 class SimulatorServers:
     """The two running department servers; a context manager that stops them and removes serve.json."""
 
-    def __init__(self, data_dir: Path, servers: dict[str, DepartmentServer], token: str) -> None:
+    def __init__(self, data_dir: Path, servers: dict[str, DepartmentServer]) -> None:
         self.data_dir = data_dir
-        self.token = token
+        self.tokens: dict[str, str] = {name: s.token for name, s in servers.items()}  # one credential per system
         self._servers = servers
         self._threads = [
             threading.Thread(target=s.serve_forever, name=f"sim-{name}", daemon=True)
@@ -578,11 +578,11 @@ class SimulatorServers:
             thread.start()
         self.urls: dict[str, str] = {name: s.url for name, s in servers.items()}
         self.serve_file = data_dir / SERVE_FILE
-        # mode 0600: the file holds the bearer token
-        write_atomic(self.serve_file, json.dumps({**self.urls, "token": token}, indent=2) + "\n")
+        # mode 0600: the file holds the bearer tokens
+        write_atomic(self.serve_file, json.dumps({**self.urls, "tokens": self.tokens}, indent=2) + "\n")
 
     def __repr__(self) -> str:
-        return f"SimulatorServers(urls={self.urls!r}, data_dir='{self.data_dir}')"  # never the token
+        return f"SimulatorServers(urls={self.urls!r}, data_dir='{self.data_dir}')"  # never a token
 
     def server(self, system: str) -> DepartmentServer:
         """The server of one department ('gongan' or 'renshe')."""
@@ -606,7 +606,7 @@ class SimulatorServers:
         for thread in self._threads:
             thread.join(timeout=5)
         try:
-            if json.loads(self.serve_file.read_text()).get("token") == self.token:
+            if json.loads(self.serve_file.read_text()).get("tokens") == self.tokens:
                 self.serve_file.unlink()
         except (FileNotFoundError, ValueError):
             pass
@@ -621,26 +621,36 @@ class SimulatorServers:
 
 
 def start_servers(
-    data_dir: Path, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    renshe_port: int = 0,
+    token: str | Mapping[str, str] | None = None,
 ) -> SimulatorServers:
-    """Load DIR/http/*.parquet and serve 公安 on ``port`` and 人社 on ``port + 1`` (0: two free ports).
+    """Load DIR/http/*.parquet and serve 公安 on ``port`` and 人社 on ``renshe_port`` (0: a free port each).
 
-    Writes DIR/serve.json (mode 0600) with both URLs and the bearer token (a random one unless given).
+    Each system has its own bearer token: random unless given (one string for both, or one per system).
+    Writes DIR/serve.json (mode 0600) with both URLs and the tokens. A port in use raises OSError.
     """
     data_dir = Path(data_dir)
-    token = token or secrets.token_urlsafe(24)
+    given = {s: token for s in SYSTEMS} if isinstance(token, str) else dict(token or {})
+    tokens = {s: given.get(s) or secrets.token_urlsafe(24) for s in SYSTEMS}
+    ports = {"gongan": port, "renshe": renshe_port}
     servers: dict[str, DepartmentServer] = {}
     try:
-        for i, system in enumerate(SYSTEMS):
+        for system in SYSTEMS:
             feeds = {}
             for contract in http_contracts(system):
                 path = data_dir / "http" / f"{contract.dataset}.parquet"
                 if not path.is_file():
                     raise FileNotFoundError(f"{path}: missing; is {data_dir} a generated simulator folder?")
                 feeds[dataset_path(contract.dataset)] = DatasetFeed(contract, path)
-            servers[system] = DepartmentServer(system, feeds, token, (host, port + i if port else 0))
+            try:
+                servers[system] = DepartmentServer(system, feeds, tokens[system], (host, ports[system]))
+            except OSError as exc:
+                raise OSError(exc.errno, f"{system} cannot listen on {host}:{ports[system]}: {exc.strerror}") from exc
     except BaseException:
         for server in servers.values():
             server.server_close()
         raise
-    return SimulatorServers(data_dir, servers, token)
+    return SimulatorServers(data_dir, servers)

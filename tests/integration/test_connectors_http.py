@@ -88,7 +88,7 @@ def _source(servers: SimulatorServers, dataset: str, **options: object) -> HttpS
     system = dataset.split(".")[0]
     options.setdefault("retry", FAST)
     options.setdefault("sleep", _no_wait)
-    return HttpSource(dataset, servers.urls[system], token=servers.token, **options)  # type: ignore[arg-type]
+    return HttpSource(dataset, servers.urls[system], token=servers.tokens[system], **options)  # type: ignore[arg-type]
 
 
 def _read_all(source: HttpSource, **kwargs: object) -> pd.DataFrame:
@@ -172,7 +172,7 @@ def test_persistent_truncation_fails_naming_dataset_and_page(sim: SimulatorServe
     message = str(caught.value)
     assert message.startswith("gongan.hukou page 2 (cursor=")
     assert message.endswith("truncated JSON after 4 attempts")
-    assert sim.token not in message
+    assert sim.tokens["gongan"] not in message
 
 
 def test_random_faults_still_read_every_row(sim: SimulatorServers, generated: Path) -> None:
@@ -219,11 +219,11 @@ def test_wrong_token_fails_at_once_without_showing_it(sim: SimulatorServers) -> 
 def test_token_from_airflow_connection_json_and_uri(sim: SimulatorServers, generated: Path) -> None:
     rows = _rows(generated, "gongan.migrant")
     host, port = sim.urls["gongan"].removeprefix("http://").split(":")
-    conn = json.dumps({"conn_type": "http", "host": host, "port": int(port), "password": sim.token})
+    conn = json.dumps({"conn_type": "http", "host": host, "port": int(port), "password": sim.tokens["gongan"]})
     source = HttpSource("gongan.migrant", airflow_conn=conn, retry=FAST)
     assert source.base_url == sim.urls["gongan"]
     assert len(_read_all(source)) == rows
-    uri = f"http://hub:{sim.token}@{host}:{port}"
+    uri = f"http://hub:{sim.tokens['gongan']}@{host}:{port}"
     assert len(_read_all(HttpSource("gongan.migrant", airflow_conn=uri, retry=FAST))) == rows
     with pytest.raises(SourceError, match="no bearer token"):
         HttpSource("gongan.migrant", sim.urls["gongan"], retry=FAST)

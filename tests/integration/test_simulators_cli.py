@@ -85,6 +85,7 @@ def test_advance_prints_rows_per_dataset_and_kind(sim_dir: Path) -> None:
     assert refused.exit_code == 2 and "--changed" in refused.output
 
 
+PRINTED = re.compile(r"^(?:公安 |人社 )?(token gongan|token renshe|gongan|renshe|serve\.json)\s+(\S+)$")
 SERVE = [sys.executable, "-c", "from hub.simulate_cli import simulate; simulate()", "serve"]
 
 
@@ -116,16 +117,19 @@ def test_serve_runs_as_a_process_and_stops_cleanly_on_sigterm(sim_dir: Path) -> 
             line = lines.get(timeout=max(0.0, deadline - time.monotonic()))  # queue.Empty past the deadline
             if line is None:
                 break
-            match = re.match(r"^(?:\S+ )?(gongan|renshe|token|serve\.json)\s+(\S+)$", line.strip())
+            match = PRINTED.match(line.strip())
             if match:
                 printed[match.group(1)] = match.group(2)
-        assert set(printed) == {"gongan", "renshe", "token", "serve.json"}, printed
+        assert set(printed) == {"gongan", "renshe", "token gongan", "token renshe", "serve.json"}, printed
         served = json.loads(Path(printed["serve.json"]).read_text())
-        assert served == {"gongan": printed["gongan"], "renshe": printed["renshe"], "token": printed["token"]}
+        tokens = {"gongan": printed["token gongan"], "renshe": printed["token renshe"]}
+        assert served == {"gongan": printed["gongan"], "renshe": printed["renshe"], "tokens": tokens}
+        assert tokens["gongan"] != tokens["renshe"]  # one credential per system
         assert printed["gongan"] != printed["renshe"]  # port 0: the OS gave each server a port of its own
-        headers = {"Authorization": f"Bearer {printed['token']}"}
+        headers = {"Authorization": f"Bearer {tokens['gongan']}"}
         r = requests.get(printed["gongan"] + "/api/v1/hukou", params={"page_size": 10}, headers=headers, timeout=10)
         assert r.status_code == 200 and len(r.json()["items"]) == 10
+        headers = {"Authorization": f"Bearer {tokens['renshe']}"}
         r = requests.get(printed["renshe"] + "/rs/employment", params={"limit": 5}, headers=headers, timeout=10)
         assert r.status_code == 200 and len(r.json()["rows"]) == 5
         proc.send_signal(signal.SIGTERM)

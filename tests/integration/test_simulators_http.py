@@ -48,13 +48,38 @@ def servers(sim_dir: Path) -> Iterator[SimulatorServers]:
         yield running
 
 
+class _SystemToken(requests.auth.AuthBase):
+    """Each system's own bearer token, chosen by the URL a request goes to."""
+
+    def __init__(self, servers: SimulatorServers) -> None:
+        self.by_url = {url: servers.tokens[system] for system, url in servers.urls.items()}
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        token = next(t for url, t in self.by_url.items() if str(request.url).startswith(url))
+        request.headers["Authorization"] = f"Bearer {token}"
+        return request
+
+
 @pytest.fixture
 def session(servers: SimulatorServers) -> Iterator[requests.Session]:
     servers.set_faults("gongan", {})
     servers.set_faults("renshe", {})
     with requests.Session() as s:
-        s.headers["Authorization"] = f"Bearer {servers.token}"
+        s.auth = _SystemToken(servers)
         yield s
+
+
+def test_each_system_has_its_own_token(servers: SimulatorServers) -> None:
+    gongan, renshe = servers.tokens["gongan"], servers.tokens["renshe"]
+    assert gongan != renshe
+    mixed = requests.get(
+        servers.urls["renshe"] + "/rs/employment", headers={"Authorization": f"Bearer {gongan}"}, timeout=5
+    )
+    assert mixed.status_code == 401
+    own = requests.get(
+        servers.urls["renshe"] + "/rs/employment", headers={"Authorization": f"Bearer {renshe}"}, timeout=5
+    )
+    assert own.status_code == 200
 
 
 def _expected(sim_dir: Path, dataset: str, cursor: str, pk: str) -> pd.DataFrame:
@@ -118,8 +143,8 @@ def test_bad_parameters_get_400_naming_the_parameter(
 def test_serve_json_is_private_and_names_both_servers(servers: SimulatorServers, sim_dir: Path) -> None:
     path = sim_dir / "serve.json"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert json.loads(path.read_text()) == {**servers.urls, "token": servers.token}
-    assert servers.token not in repr(servers)
+    assert json.loads(path.read_text()) == {**servers.urls, "tokens": servers.tokens}
+    assert all(token not in repr(servers) for token in servers.tokens.values())
 
 
 # -- paging -----------------------------------------------------------------------------------------------
@@ -227,7 +252,7 @@ def test_values_with_quotes_backslashes_and_control_characters_round_trip(
     frame.to_parquet(path, index=False)
     expected = _expected(folder, "gongan.hukou", "gxsj", "rkid")
     with start_servers(folder) as running:
-        headers = {"Authorization": f"Bearer {running.token}"}
+        headers = {"Authorization": f"Bearer {running.tokens['gongan']}"}
         url = running.urls["gongan"] + "/api/v1/hukou"
         items = requests.get(url, params={"page_size": 5000}, headers=headers, timeout=5).json()["items"]
     addresses = [i["hjdz"] for i in items]
@@ -331,7 +356,7 @@ def test_a_running_server_shows_records_changed_by_advance(tmp_path: Path) -> No
     folder = tmp_path / "sim"
     generate(folder, residents=RESIDENTS, seed=2)
     with start_servers(folder) as running, requests.Session() as s:
-        s.headers["Authorization"] = f"Bearer {running.token}"
+        s.auth = _SystemToken(running)
         url = running.urls["gongan"] + "/api/v1/hukou"
         before, _ = _all_cursor_pages(s, url, 100)
         top = max(i["gxsj"] for i in before)
@@ -380,7 +405,7 @@ def test_a_half_written_file_keeps_the_last_good_version_and_empty_data_pages_cl
     path = folder / "http" / "gongan.hukou.parquet"
     good = pd.read_parquet(path)
     with start_servers(folder) as running, requests.Session() as s:
-        s.headers["Authorization"] = f"Bearer {running.token}"
+        s.auth = _SystemToken(running)
         url = running.urls["gongan"] + "/api/v1/hukou"
         path.write_bytes(b"PAR1 half a file")  # a writer that does not replace atomically
         body = s.get(url, timeout=5).json()

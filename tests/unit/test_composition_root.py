@@ -45,7 +45,8 @@ def _hub_imports(tree: ast.AST) -> list[int]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import) and any(a.name == "hub" or a.name.startswith("hub.") for a in node.names):
             lines.append(node.lineno)
-        if isinstance(node, ast.ImportFrom) and node.module and (node.module == "hub" or node.module.startswith("hub.")):
+        module = node.module or "" if isinstance(node, ast.ImportFrom) else ""
+        if module == "hub" or module.startswith("hub."):
             lines.append(node.lineno)
     return sorted(lines)
 
