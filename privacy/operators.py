@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from privacy.ff1 import FF1, MAX_BATCH_DIGITS, MIN_DOMAIN, transform_matrix
 from privacy.keyring import Keyring
+from schemas.base import HubError
 
 TOKEN_PURPOSE = "token"
 ENCRYPT_PURPOSE = "encrypt"
@@ -33,7 +34,7 @@ _URLSAFE = bytes.maketrans(b"+/", b"-_")
 STRING = pd.StringDtype()
 
 
-class CiphertextError(ValueError):
+class CiphertextError(HubError, ValueError):
     """A value is not a well-formed hub ciphertext, or does not decrypt under its domain and version."""
 
 
