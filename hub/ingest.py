@@ -69,6 +69,7 @@ class IngestResult:
     dropped_columns: set[str] = field(default_factory=set)
     rejected_files: list[tuple[str, str]] = field(default_factory=list)
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    field_problems: dict[str, int] = field(default_factory=dict)  # "field:reason" -> optional values set missing
     times: StageTimes = field(default_factory=StageTimes)
     error: str | None = None
 
@@ -219,6 +220,8 @@ def _ingest_chunk(
         result.times.conform += t1 - t0
         result.times.validate += t2 - t1
         result.dropped_columns.update(conformed.unknown_columns)
+        for problem, count in checked.field_problems.items():
+            result.field_problems[problem] = result.field_problems.get(problem, 0) + count
         bad = raw.loc[checked.bad_index]
         if len(bad):
             ctx.quarantine.put(
@@ -249,6 +252,7 @@ def _ingest_chunk(
             "rows_in": len(chunk.frame),
             "staged": len(protected.data),
             "quarantined": len(bad),
+            "field_problems": dict(checked.field_problems),
             "duplicates_skipped": len(chunk.frame) - len(raw),
             "contract_version": contract.version,
             "key_versions": dict(protected.key_versions),
@@ -286,6 +290,7 @@ def summary_frame(results: list[IngestResult]) -> pd.DataFrame:
                 "skipped": r.duplicates_skipped,
                 "batches": len(r.batches),
                 "dropped columns": ", ".join(sorted(r.dropped_columns)),
+                "fields nulled": sum(r.field_problems.values()),
                 "files set aside": len(r.rejected_files),
                 "error": r.error or "",
             }

@@ -100,6 +100,11 @@ def print_summary(results: list[IngestResult]) -> None:
         if r.quarantine_reasons:
             top = sorted(r.quarantine_reasons.items(), key=lambda kv: -kv[1])[:5]
             click.echo(f"  {r.dataset}: quarantine reasons " + ", ".join(f"{k}={v}" for k, v in top))
+        if r.field_problems:
+            top = sorted(r.field_problems.items(), key=lambda kv: -kv[1])[:5]
+            click.echo(
+                f"  {r.dataset}: optional values set missing, record kept " + ", ".join(f"{k}={v}" for k, v in top)
+            )
 
 
 @click.command("ingest")

@@ -194,3 +194,23 @@ def test_staged_files_are_owner_only(generated: Path, tmp_path: Path, monkeypatc
     for path in written:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == (0o700 if path.is_dir() else 0o600), f"{path} has mode {mode:04o}"
+
+
+def test_a_bad_optional_field_is_counted_in_the_run_summary(
+    generated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hub.ingest_cli import print_summary, run_ingest
+
+    own = tmp_path / "sim"
+    small = _small_drop(generated, own)
+    small.loc[3:6, "婴儿身份证号"] = "not-an-id"  # an optional field: nulled and counted, the record goes on
+    small.to_csv(own / "drops" / "jisheng" / "births_20260101.csv", index=False, encoding="gb18030")
+    home = _home(tmp_path, "hub")
+    result = run_ingest(["jisheng.births"], _settings(home, own, monkeypatch))[0]
+    assert result.error is None and result.staged == 18
+    assert sum(v for k, v in result.field_problems.items() if k.startswith("child_id_number:")) == 4
+    manifest = staged_batches(home / "staging", "jisheng.births")[0]
+    assert sum(manifest.field_problems.values()) == 4
+    capsys.readouterr()
+    print_summary([result])
+    assert "optional values set missing, record kept child_id_number:" in capsys.readouterr().out
