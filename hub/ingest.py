@@ -29,6 +29,7 @@ from privacy.policy import Policy
 from privacy.protect import protect
 from schemas.base import HubError
 from schemas.conform import conform
+from schemas.contract import Contract
 from schemas.quarantine import QuarantineStore
 from schemas.validation import validate
 
@@ -64,6 +65,7 @@ class IngestResult:
     rows_read: int = 0
     duplicates_skipped: int = 0
     staged: int = 0
+    unkeyed: int = 0  # staged without a usable ID number, for linkage to place (also quarantined for stewards)
     quarantined: int = 0
     batches: list[str] = field(default_factory=list)
     dropped_columns: set[str] = field(default_factory=set)
@@ -240,8 +242,10 @@ def _ingest_chunk(
                 f"See the reasons: hub quarantine list --dataset {decl.dataset}; after fixing the source, "
                 f"or to accept it: hub ingest {decl.dataset} --max-quarantine-rate {min(1.0, rate + 0.005):.3f}"
             )
+        unkeyed = id_only_failures(checked.reasons.loc[bad.index], contract)
+        to_protect = pd.concat([checked.good, conformed.data.loc[unkeyed]]) if len(unkeyed) else checked.good
         t3 = time.perf_counter()
-        protected = protect(checked.good, contract, ctx.policy, ctx.keyring)
+        protected = protect(to_protect, contract, ctx.policy, ctx.keyring)
         t4 = time.perf_counter()
         manifest = {
             "dataset": decl.dataset,
@@ -252,6 +256,7 @@ def _ingest_chunk(
             "rows_in": len(chunk.frame),
             "staged": len(protected.data),
             "quarantined": len(bad),
+            "unkeyed": len(unkeyed),
             "field_problems": dict(checked.field_problems),
             "duplicates_skipped": len(chunk.frame) - len(raw),
             "contract_version": contract.version,
@@ -265,12 +270,28 @@ def _ingest_chunk(
         result.times.protect += t4 - t3
         result.times.stage += time.perf_counter() - t4
         result.staged += len(protected.data)
+        result.unkeyed += len(unkeyed)
         result.quarantined += len(bad)
         result.batches.append(batch_id)
     if run:
         run.commit()
     elif chunk.file is not None and chunk.ends_file:
         ctx.state.record_file(decl.dataset, chunk.file.sha256, chunk.file.name, "ingested")
+
+
+def id_only_failures(reasons: pd.Series, contract: Contract) -> pd.Index:
+    """Rows whose every reason is about the person's ID number: staged unkeyed so linkage can place them.
+
+    Reason codes end in the field they name (``conform:id_number_invalid:id_number``); a cross-field
+    mismatch names the other field, so such a row stays in quarantine only.
+    """
+    person = contract.by_unified("person.id_number")
+    if person is None or reasons.empty:
+        return reasons.index[:0]
+    parts = reasons.astype("string").str.split(";").explode()
+    about_id = parts.str.rsplit(":", n=1).str[-1].eq(person.name)
+    only = about_id.groupby(level=0).all()
+    return only.index[only.to_numpy(dtype=bool)]
 
 
 def _names(dropped: Any) -> list[tuple[str, ...]]:
@@ -286,6 +307,7 @@ def summary_frame(results: list[IngestResult]) -> pd.DataFrame:
                 "dataset": r.dataset,
                 "read": r.rows_read,
                 "staged": r.staged,
+                "unkeyed": r.unkeyed,
                 "quarantined": r.quarantined,
                 "skipped": r.duplicates_skipped,
                 "batches": len(r.batches),

@@ -44,6 +44,7 @@ class StageManifest:
     dropped_columns: list[str]
     content_hash: str
     files: dict[str, str] = field(default_factory=dict)
+    unkeyed: int = 0  # rows staged without a usable ID number (also in quarantine), for linkage
     field_problems: dict[str, int] = field(default_factory=dict)  # optional values set missing, by field:reason
     watermark_after: dict[str, Any] | None = None  # the state this batch commits (see hub.ingest.roll_forward)
 

@@ -22,6 +22,9 @@ POLICY_PATH = Path(__file__).resolve().parent / "policy.yaml"
 POLICY_FORMAT = 1
 LINKAGE_DOMAIN = "linkage"
 LINKAGE_QI_DOMAIN = "linkage_qi"
+#: AES-SIV of the valid ID number in linkage.parquet and the identity index: lets `hub link` re-key link
+#: tokens after a key rotation without keeping a plaintext anywhere.
+LINKAGE_ID_DOMAIN = "linkage_id"
 # Classes whose fields may fall back on a class default; the others need an explicit entry.
 DEFAULTABLE_CLASSES = ("quasi_identifier", "attribute")
 KEYED_KINDS = ("token", "encrypt", "fpe")
@@ -33,7 +36,7 @@ _COLUMN = re.compile(r"^[a-z][a-z0-9_]*$")
 _MASK_SPAN = re.compile(r"^(?P<first>[0-9]+),\s*(?P<last>[0-9]+)$")
 _ENTRY_KEYS = frozenset({"treatment", "display", "column", "purpose", "legal_basis", "note"})
 _TOP_KEYS = frozenset({"format", "version", "owner", "defaults", "linkage", "fields", "reidentification"})
-_RESERVED_DOMAINS = frozenset({LINKAGE_DOMAIN, LINKAGE_QI_DOMAIN, "audit", "quarantine"})
+_RESERVED_DOMAINS = frozenset({LINKAGE_DOMAIN, LINKAGE_QI_DOMAIN, LINKAGE_ID_DOMAIN, "audit", "quarantine"})
 
 
 class PolicyError(HubError, ValueError):

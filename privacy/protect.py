@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from privacy.keyring import Keyring
@@ -24,13 +25,28 @@ from privacy.operators import (
     mask_series,
     token_series,
 )
-from privacy.policy import LINKAGE_DOMAIN, LINKAGE_QI_DOMAIN, Policy, Rule
+from privacy.policy import LINKAGE_DOMAIN, LINKAGE_ID_DOMAIN, LINKAGE_QI_DOMAIN, Policy, Rule
 from schemas.contract import Contract, ContractField
 from schemas.id_number import birth_date_series, sex_series, valid_series
 
 log = logging.getLogger(__name__)
 
-LINKAGE_COLUMNS = ("link_token", "qi_name", "qi_birth_date", "qi_sex", "qi_county")
+LINKAGE_COLUMNS = (
+    "link_token",  # HMAC of the valid ID number (linkage domain); missing when the record has none
+    "id_status",  # valid | certificate (taken from the 残联 certificate) | missing | invalid
+    "id_ciphertext",  # AES-SIV of the valid ID (linkage_id domain): re-keys tokens after a rotation
+    "swap_tokens",  # invalid IDs: tokens of the valid numbers two adjacent digits swapped give, ';'-joined
+    "phone_token",  # HMAC of the phone, for linking records an ID number cannot place
+    "household_token",  # HMAC of the hukou household number, or of the 低保 household id
+    "qi_name",
+    "qi_birth_date",
+    "qi_sex",
+    "qi_county",
+    "qi_community",
+)
+#: unified fields whose values say which household a record belongs to, with the namespace of each
+HOUSEHOLD_FIELDS = {"hukou_registration.household_no": "hukou", "dibao_membership.household_id": "dibao"}
+_EMBEDDED_ID = "^[0-9]{17}[0-9X]"
 # A header that is really a data row (a file without its header line) would put a value in a column name.
 _VALUE_LIKE_NAME = re.compile(r"[0-9]{11,}")
 
@@ -107,7 +123,18 @@ def _linkage(batch: pd.DataFrame, contract: Contract, keyring: Keyring) -> pd.Da
     ids = column("person.id_number")
     ids = ids.astype(STRING) if ids is not None else missing
     valid = valid_series(ids)
+    status = pd.Series(np.where(valid, "valid", np.where(ids.isna(), "missing", "invalid")), index=index, dtype=STRING)
+    # a 残联 certificate number embeds the holder's ID number: it places a record whose own ID is unusable
+    for cf in contract.fields:
+        if cf.type == "string" and (cf.pattern or "").startswith(_EMBEDDED_ID) and cf.name in batch.columns:
+            embedded = batch[cf.name].astype(STRING).str.slice(0, 18)
+            usable = ~valid & valid_series(embedded)
+            if usable.any():
+                ids = ids.where(~usable, embedded)
+                status = status.where(~usable, "certificate")
+                valid = valid | usable
     link_token = token_series(ids.where(valid), keyring, LINKAGE_DOMAIN)
+    swap_tokens = _swap_tokens(ids.where(~valid & ids.str.len().eq(18).fillna(False)), keyring)
 
     name = column("person.name")
     birth = column("person.birth_date")
@@ -133,10 +160,46 @@ def _linkage(batch: pd.DataFrame, contract: Contract, keyring: Keyring) -> pd.Da
         "qi_birth_date": birth_text,
         "qi_sex": sex_text,
         "qi_county": county,
+        "qi_community": community.astype(STRING) if community is not None else missing,
     }
-    out = {"link_token": link_token}
+    phone = column("person.phone")
+    household = missing
+    for unified, space in HOUSEHOLD_FIELDS.items():
+        values = column(unified)
+        if values is not None:
+            household = household.fillna(space + ":" + values.astype(STRING))
+    out = {
+        "link_token": link_token,
+        "id_status": status,
+        "id_ciphertext": encrypt_series(ids.where(valid), keyring, LINKAGE_ID_DOMAIN),
+        "swap_tokens": swap_tokens,
+        "phone_token": token_series(phone.astype(STRING), keyring, LINKAGE_DOMAIN) if phone is not None else missing,
+        "household_token": token_series(household, keyring, LINKAGE_DOMAIN),
+    }
     out |= {k: encrypt_series(v, keyring, LINKAGE_QI_DOMAIN) for k, v in qi.items()}
     return pd.DataFrame({k: v.array for k, v in out.items()}, index=index)
+
+
+def _swap_tokens(invalid: pd.Series, keyring: Keyring) -> pd.Series:
+    """For 18-character IDs that fail their check: tokens of every valid number one adjacent swap gives.
+
+    A typist's commonest slip is two neighbouring digits exchanged; the number that results from undoing it
+    is usually the person's real one, and linkage may use its token as evidence (never as proof).
+    """
+    out = pd.Series(pd.NA, index=invalid.index, dtype=STRING)
+    todo = invalid.dropna()
+    if todo.empty:
+        return out
+    found: list[pd.Series] = []
+    for k in range(17):
+        swapped = todo.str.slice(0, k) + todo.str.slice(k + 1, k + 2) + todo.str.slice(k, k + 1) + todo.str.slice(k + 2)
+        ok = valid_series(swapped) & (swapped != todo)
+        if ok.any():
+            found.append(token_series(swapped[ok], keyring, LINKAGE_DOMAIN))
+    if found:
+        joined = pd.concat(found).groupby(level=0).agg(lambda s: ";".join(sorted(s)))
+        out.loc[joined.index] = joined.astype(STRING)
+    return out
 
 
 def protect(batch: pd.DataFrame, contract: Contract, policy: Policy, keyring: Keyring) -> ProtectedBatch:
@@ -195,6 +258,7 @@ def protect(batch: pd.DataFrame, contract: Contract, policy: Policy, keyring: Ke
     linkage = _linkage(batch, contract, keyring).set_axis(index)
     key_versions[LINKAGE_DOMAIN] = active
     key_versions[LINKAGE_QI_DOMAIN] = active
+    key_versions[LINKAGE_ID_DOMAIN] = active
     # arrays, not Series: no index alignment, so duplicate index labels are fine
     data = pd.DataFrame({k: v.array for k, v in out.items()}, index=index)
     if dropped:

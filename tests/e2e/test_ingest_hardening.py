@@ -169,7 +169,11 @@ def test_one_bad_row_in_a_small_drop_does_not_hold_it_back(
     home = _home(tmp_path, "hub")
     result = run_ingest(["jisheng.births"], _settings(home, own, monkeypatch))[0]
     assert result.error is None, result.error
-    assert result.quarantined >= 1 and result.staged == 19 - result.quarantined
+    # the bad ID is the row's only problem: quarantined for the stewards, and staged unkeyed for linkage
+    assert (result.quarantined, result.unkeyed, result.staged) == (1, 1, 19)
+    link = read_staged(home / "staging", "jisheng.births", "linkage")
+    assert link["id_status"].value_counts().to_dict() == {"valid": 18, "invalid": 1}
+    assert link["link_token"].isna().sum() == 1
 
     # a drop that is mostly bad is still held back, with the numbers and the command that releases it
     small["母亲身份证号"] = "123"
@@ -207,10 +211,30 @@ def test_a_bad_optional_field_is_counted_in_the_run_summary(
     small.to_csv(own / "drops" / "jisheng" / "births_20260101.csv", index=False, encoding="gb18030")
     home = _home(tmp_path, "hub")
     result = run_ingest(["jisheng.births"], _settings(home, own, monkeypatch))[0]
-    assert result.error is None and result.staged == 18
+    assert result.error is None and result.staged == 19 and result.unkeyed == 1
     assert sum(v for k, v in result.field_problems.items() if k.startswith("child_id_number:")) == 4
     manifest = staged_batches(home / "staging", "jisheng.births")[0]
     assert sum(manifest.field_problems.values()) == 4
     capsys.readouterr()
     print_summary([result])
     assert "optional values set missing, record kept child_id_number:" in capsys.readouterr().out
+
+
+def test_a_row_with_a_bad_id_and_another_problem_stays_in_quarantine_only(
+    generated: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hub.ingest_cli import run_ingest
+
+    own = tmp_path / "sim"
+    small = _small_drop(generated, own)
+    small.loc[0, "孩次"] = "many"  # row 0 has a bad ID already; a required integer that fails too
+    small.loc[1, "母亲身份证号"] = ""  # row 1: a missing ID is its only problem
+    small.to_csv(own / "drops" / "jisheng" / "births_20260101.csv", index=False, encoding="gb18030")
+    home = _home(tmp_path, "hub")
+    result = run_ingest(["jisheng.births"], _settings(home, own, monkeypatch))[0]
+    assert result.error is None, result.error
+    assert (result.quarantined, result.unkeyed, result.staged) == (2, 1, 18)
+    link = read_staged(home / "staging", "jisheng.births", "linkage")
+    assert link["id_status"].value_counts().to_dict() == {"valid": 17, "missing": 1}
+    data = read_staged(home / "staging", "jisheng.births")
+    assert "T00000000" not in set(data["record_id"]) and "T00000001" in set(data["record_id"])

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from privacy.keyring import Keyring
-from privacy.operators import decrypt_series, encrypt_value, token_value
-from privacy.policy import LINKAGE_DOMAIN, LINKAGE_QI_DOMAIN, load_policy, parse_policy
+from privacy.operators import decrypt_series, encrypt_value, token_series, token_value
+from privacy.policy import LINKAGE_DOMAIN, LINKAGE_ID_DOMAIN, LINKAGE_QI_DOMAIN, load_policy, parse_policy
 from privacy.protect import LINKAGE_COLUMNS, ProtectedBatch, protect
 from privacy.report import scan_values
 from privacy.synthetic import conformed_batch
@@ -141,6 +141,7 @@ def test_treatments_and_metadata(people: pd.DataFrame, keyring: Keyring) -> None
         "household": 1,
         LINKAGE_DOMAIN: 1,
         LINKAGE_QI_DOMAIN: 1,
+        LINKAGE_ID_DOMAIN: 1,
     }
     manifest = result.manifest()
     assert manifest["rows"] == 200 and manifest["key_versions"]["person"] == 1
@@ -167,6 +168,50 @@ def test_linkage_fields(people: pd.DataFrame, keyring: Keyring) -> None:
     county = decrypt_series(link["qi_county"], keyring, LINKAGE_QI_DOMAIN)
     assert county[0] == good[:6]
     assert county[2] == batch["community_code"][2][:6], "no ID: the county comes from the community code"
+    assert link["id_status"][:3].tolist() == ["valid", "invalid", "missing"]
+    assert decrypt_series(link["id_ciphertext"], keyring, LINKAGE_ID_DOMAIN)[0] == good
+    assert pd.isna(link["id_ciphertext"][1]) and pd.isna(link["id_ciphertext"][2])
+    community = decrypt_series(link["qi_community"], keyring, LINKAGE_QI_DOMAIN)
+    assert community.tolist() == batch["community_code"].tolist()
+    household = token_value("dibao:" + batch["household_id"][0], keyring, LINKAGE_DOMAIN)
+    assert link["household_token"][0] == household
+
+
+def test_an_adjacent_swap_that_gives_a_valid_number_is_offered_as_a_token(
+    people: pd.DataFrame, keyring: Keyring
+) -> None:
+    contract = get_contract("gongan.hukou")
+    batch = population_batch(contract, people.iloc[:40].reset_index(drop=True))
+    swapped = []
+    for i, good in enumerate(batch["id_number"][:40]):
+        k = next((k for k in range(16) if good[k] != good[k + 1]), None)
+        if k is None:
+            continue
+        bad = good[:k] + good[k + 1] + good[k] + good[k + 2 :]
+        if len(swapped) < 5 and bad[:17] != good[:17]:
+            batch.loc[i, "id_number"] = bad
+            swapped.append((i, good))
+    result = protect(batch, contract, load_policy(), keyring)
+    link = result.linkage
+    for i, good in swapped:
+        assert pd.isna(link["link_token"][i]) and link["id_status"][i] == "invalid"
+        assert token_value(good, keyring, LINKAGE_DOMAIN) in str(link["swap_tokens"][i]).split(";")
+    untouched = [i for i in range(40) if i not in dict(swapped)]
+    assert link["swap_tokens"][untouched].isna().all()
+    with_phone = batch["phone"].notna()
+    assert (link["phone_token"][with_phone] == token_series(batch["phone"][with_phone], keyring, LINKAGE_DOMAIN)).all()
+
+
+def test_a_certificate_number_places_a_record_whose_own_id_is_missing(
+    people: pd.DataFrame, keyring: Keyring
+) -> None:
+    contract = get_contract("canlian.disability")
+    batch = conformed_batch(contract, 10, seed=3)
+    certificate = batch["record_id"][0]
+    batch.loc[0, "id_number"] = pd.NA
+    link = protect(batch, contract, load_policy(), keyring).linkage
+    assert link["id_status"][0] == "certificate"
+    assert link["link_token"][0] == token_value(certificate[:18], keyring, LINKAGE_DOMAIN)
 
 
 def test_births_take_the_mothers_birth_date_and_sex_from_her_id(keyring: Keyring) -> None:
