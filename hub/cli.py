@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, str] = {
     "privacy": "hub.privacy_cli:privacy",
     "keys": "hub.privacy_cli:keys",
     "settings": "hub.cli:settings_command",
+    "link": "hub.link_cli:link_group",
 }
 
 

@@ -57,6 +57,8 @@ class _EnvSettings(BaseSettings):
     sim_data: Path | None = None
     max_quarantine_rate: float = Field(default=0.05, ge=0, le=1)
     quarantine_window_rows: int = Field(default=200, ge=1)
+    link_threshold: float = Field(default=0.95, ge=0, le=1)
+    link_min_weight: float = -2.0
 
     @classmethod
     def settings_customise_sources(
@@ -88,6 +90,8 @@ class Settings:
     sources: Mapping[str, SystemConfig]
     max_quarantine_rate: float
     quarantine_window_rows: int
+    link_threshold: float
+    link_min_weight: float
     origins: Mapping[str, str]  # setting -> where its value came from (for `hub settings`)
 
     @classmethod
@@ -114,7 +118,7 @@ class Settings:
         origin("keyring_json", raw.keyring_json, "unset: the keyfile is used")
         sim_data = (raw.sim_data or home / "sim").expanduser().resolve()
         origin("sim_data", raw.sim_data, "default: HUB_HOME/sim")
-        for name in ("max_quarantine_rate", "quarantine_window_rows"):
+        for name in ("max_quarantine_rate", "quarantine_window_rows", "link_threshold", "link_min_weight"):
             origin(name, env.get(f"HUB_{name.upper()}"), "default")
         sources = {system: _source(system, env, origins) for system in systems()}
         return cls(
@@ -126,6 +130,8 @@ class Settings:
             sources=sources,
             max_quarantine_rate=raw.max_quarantine_rate,
             quarantine_window_rows=raw.quarantine_window_rows,
+            link_threshold=raw.link_threshold,
+            link_min_weight=raw.link_min_weight,
             origins=origins,
         )
 
@@ -160,6 +166,8 @@ class Settings:
             ("HUB_SIM_DATA", str(self.sim_data), self.origins["sim_data"]),
             ("HUB_MAX_QUARANTINE_RATE", str(self.max_quarantine_rate), self.origins["max_quarantine_rate"]),
             ("HUB_QUARANTINE_WINDOW_ROWS", str(self.quarantine_window_rows), self.origins["quarantine_window_rows"]),
+            ("HUB_LINK_THRESHOLD", str(self.link_threshold), self.origins["link_threshold"]),
+            ("HUB_LINK_MIN_WEIGHT", str(self.link_min_weight), self.origins["link_min_weight"]),
         ]
         for system, src in self.sources.items():
             prefix = f"HUB_SOURCE_{system.upper()}"

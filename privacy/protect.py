@@ -111,6 +111,17 @@ def _apply(
     raise ValueError(f"{cf.name}: no operator for treatment '{t}'")
 
 
+def protect_field(
+    values: pd.Series, contract: Contract, field_name: str, policy: Policy, keyring: Keyring
+) -> pd.Series:
+    """One field's values as protect() writes them (its main column), e.g. to find a staged record by its id."""
+    cf = contract.field(field_name)
+    rule = policy.rule_for(contract, cf)
+    if rule is None or rule.treatment.kind == "drop":
+        raise ValueError(f"{contract.dataset}.{field_name}: the policy does not publish this field")
+    return _apply(rule, cf, values, keyring, None)
+
+
 def _linkage(batch: pd.DataFrame, contract: Contract, keyring: Keyring) -> pd.DataFrame:
     """Linkage token of the valid 18-character ID and the quasi-identifiers, encrypted in their own domain."""
     index = batch.index

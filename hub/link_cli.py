@@ -1,0 +1,124 @@
+"""`hub link`: identity resolution over the staged batches; `evaluate` against synthetic truth; `explain`."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from hub.settings import Settings
+
+if TYPE_CHECKING:
+    from linkage.resolve import BatchRef, LinkResult
+
+
+def staged_refs(settings: Settings) -> list[BatchRef]:
+    """Every complete staged batch, as linkage reads it (hub/staging owns the layout)."""
+    from hub import staging
+    from linkage.resolve import BatchRef
+
+    root = settings.home / "staging"
+    return [
+        BatchRef(m.dataset, m.batch_id, m.content_hash, staging.batch_dir(root, m.dataset, m.batch_id))
+        for m in staging.staged_batches(root)
+    ]
+
+
+def run_link(settings: Settings, threshold: float | None = None, min_weight: float | None = None) -> LinkResult:
+    """Link what was staged since the last run, with a spinner naming the stage."""
+    from rich.console import Console
+
+    from linkage.probabilistic import ModelSettings
+    from linkage.resolve import link
+
+    options = ModelSettings(
+        threshold=settings.link_threshold if threshold is None else threshold,
+        min_weight=settings.link_min_weight if min_weight is None else min_weight,
+    )
+    keyring = settings.load_keyring()
+    engine = settings.engine()
+    console = Console(stderr=True)
+    try:
+        with console.status("linking") as status:
+            return link(
+                staged_refs(settings),
+                engine,
+                keyring,
+                settings.home / "runs" / "link",
+                options,
+                progress=lambda stage: status.update(stage),
+            )
+    finally:
+        engine.dispose()
+
+
+def print_link_summary(result: LinkResult) -> None:
+    """Counts of the run, one line each (no values)."""
+    if result.run_id is None:
+        click.echo(f"nothing new to link; {result.persons:,} persons in the identity index")
+        return
+    click.echo(f"link run {result.run_id}: {result.batches} batches, {result.records:,} records")
+    click.echo(f"  exact (ID number)        {result.exact:,}")
+    click.echo(f"  probabilistic (Splink)   {result.probabilistic:,}")
+    click.echo(f"  unplaced (own person)    {result.unplaced:,}   (on the data stewards' list: hub link unplaced)")
+    click.echo(f"  kept from earlier runs   {result.kept:,}")
+    click.echo(f"  new persons              {result.new_persons:,}")
+    click.echo(f"  merges / splits          {result.merges} / {result.splits}")
+    click.echo(f"  re-keyed after rotation  {result.rekeyed:,}")
+    click.echo(f"  persons in the index     {result.persons:,}")
+    timing = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
+    click.echo(f"  time: {timing}")
+    if result.model_path:
+        click.echo(f"  model: {result.model_path}")
+
+
+@click.group("link", invoke_without_command=True)
+@click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+              help="Placement probability (the best person's share among the candidates) a record needs "
+                   "(default HUB_LINK_THRESHOLD, 0.95).")  # fmt: skip
+@click.option("--min-weight", type=float, default=None,
+              help="Splink match weight (log2 odds) the best person needs "
+                   "(default HUB_LINK_MIN_WEIGHT, -2).")  # fmt: skip
+@click.pass_context
+def link_group(ctx: click.Context, threshold: float | None, min_weight: float | None) -> None:
+    """Resolve identities: one stable person_key per person across every staged dataset.
+
+    Without a sub-command, links the batches staged since the last run: an exact pass on the ID
+    number's link token, then Splink for records without a usable ID number. Re-running with nothing
+    new staged changes nothing.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from schemas.base import HubError
+
+    try:
+        result = run_link(Settings.from_env(), threshold, min_weight)
+    except HubError as exc:
+        raise click.ClickException(str(exc)) from None
+    print_link_summary(result)
+
+
+@link_group.command("evaluate")
+@click.option("--truth", "truth_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Simulator truth folder (default: HUB_SIM_DATA/truth).")  # fmt: skip
+@click.option("--show", default=20, show_default=True, help="How many wrong records to list (by record id).")
+def evaluate_command(truth_dir: Path | None, show: int) -> None:
+    """Pairwise precision, recall and F1 of the identity index against the simulators' truth."""
+    from linkage.evaluate import evaluate
+
+    settings = Settings.from_env()
+    truth_dir = truth_dir or settings.sim_data / "truth"
+    engine = settings.engine()
+    try:
+        report = evaluate(engine, truth_dir / "records.parquet", settings.load_keyring())
+    finally:
+        engine.dispose()
+    for line in report.lines():
+        click.echo(line)
+    if report.wrong:
+        click.echo(f"wrong records ({len(report.wrong)}; showing {min(show, len(report.wrong))}):")
+        for dataset, record_id, why in report.wrong[:show]:
+            click.echo(f"  {dataset} {record_id}: {why}")

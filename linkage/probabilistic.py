@@ -1,0 +1,271 @@
+"""The probabilistic pass: Splink (DuckDB, in memory) places records that no valid ID number keys.
+
+Left: the unkeyed records (ID missing or failing its check). Right: one profile row per known person and
+name variant, carrying everything the sources say about the person (birth dates, sex, counties,
+communities, phone and household tokens). The model is Fellegi-Sunter with term-frequency adjustment on
+names; u comes from random sampling, m from EM; the trained model is saved with the run.
+
+Splink's match probability uses the prior of two random records (about one in the number of persons), so
+a name alone scores low even when only one person carries it. The decision instead asks how far the best
+person stands above the other candidates: its placement probability is its bayes factor's share among all
+candidate persons (a softmax over their match weights). A record is placed when that share reaches the
+threshold and the best weight is at least ``min_weight`` (so nobody is placed on a shared sex and county).
+Decrypted quasi-identifiers live only in these in-memory frames and DuckDB's in-memory database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+# Splink orders a link_only pair by source name, so the unkeyed record is usually on the left ("a" < "b");
+# the comparisons below are written symmetrically all the same.
+LEFT = "a_unkeyed"
+RIGHT = "b_profiles"
+SEP = ";"
+#: columns both tables carry (Splink stacks them): one value, and the set of values a person has shown
+COLUMNS = (
+    "uid", "person_key", "name_s", "name_s_set", "pinyin", "surname", "given_pinyin", "birth_date",
+    "birth_date_set", "sex", "sex_set", "county", "county_set", "community", "community_set", "phone", "phone_set",
+    "household", "household_set", "swap_person", "swap_persons",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What a linkage run may tune; saved with the run (with the trained parameters) for reproducibility."""
+
+    threshold: float = 0.95  # placement probability (share among candidates) the best person needs
+    min_weight: float = -2.0  # the best person's Splink match weight (log2 odds) must reach this
+    u_max_pairs: float = 2e6
+    em_sample: int = 20_000  # keyed records that join the unkeyed ones for EM training
+    seed: int = 1
+
+
+def _quiet_splink() -> None:
+    """Splink logs SQL and counts at INFO; keep it to warnings (it logs no record values either way)."""
+    logging.getLogger("splink").setLevel(logging.WARNING)
+
+
+def _comparisons() -> list[Any]:
+    import splink.comparison_level_library as cll
+    import splink.comparison_library as cl
+
+    def contains(column: str) -> str:
+        return (
+            f"(list_contains(string_split({column}_set_r, '{SEP}'), {column}_l) "
+            f"OR list_contains(string_split({column}_set_l, '{SEP}'), {column}_r))"
+        )
+
+    name = cl.CustomComparison(
+        output_column_name="name",
+        comparison_levels=[
+            cll.NullLevel("name_s"),
+            cll.ExactMatchLevel("name_s", term_frequency_adjustments=True),
+            cll.CustomLevel(contains("name_s"), label_for_charts="another name of the person"),
+            cll.ExactMatchLevel("pinyin").configure(label_for_charts="same pinyin (homophone)"),
+            cll.CustomLevel(
+                "surname_l = surname_r AND jaro_winkler_similarity(given_pinyin_l, given_pinyin_r) >= 0.85",
+                label_for_charts="same surname, similar given name",
+            ),
+            cll.ElseLevel(),
+        ],
+    )
+    birth = cl.CustomComparison(
+        output_column_name="birth_date",
+        comparison_levels=[
+            cll.CustomLevel("birth_date_l IS NULL OR birth_date_r IS NULL").configure(is_null_level=True),
+            cll.CustomLevel(contains("birth_date"), label_for_charts="exact"),
+            cll.CustomLevel(
+                "substr(birth_date_l, 1, 4) = substr(birth_date_r, 1, 4) "
+                "AND substr(birth_date_l, 6, 2) = substr(birth_date_r, 9, 2) "
+                "AND substr(birth_date_l, 9, 2) = substr(birth_date_r, 6, 2)",
+                label_for_charts="day and month swapped",
+            ).configure(m_probability=0.002),
+            cll.CustomLevel(
+                "damerau_levenshtein(birth_date_l, birth_date_r) <= 1", label_for_charts="one typo or transposition"
+            ).configure(m_probability=0.01),
+            cll.ElseLevel(),
+        ],
+    )
+
+    def set_match(column: str, label: str) -> Any:
+        return cl.CustomComparison(
+            output_column_name=column,
+            comparison_levels=[
+                cll.CustomLevel(f"{column}_l IS NULL OR {column}_r IS NULL").configure(is_null_level=True),
+                cll.CustomLevel(contains(column), label_for_charts=label),
+                cll.ElseLevel(),
+            ],
+        )
+
+    households = cl.CustomComparison(
+        output_column_name="household",
+        comparison_levels=[
+            cll.CustomLevel("household_set_l IS NULL OR household_set_r IS NULL").configure(is_null_level=True),
+            cll.CustomLevel(
+                f"len(list_intersect(string_split(household_set_l, '{SEP}'), string_split(household_set_r, '{SEP}')))"
+                " > 0",
+                label_for_charts="same household",
+            ),
+            cll.ElseLevel(),
+        ],
+    )
+    swap = cl.CustomComparison(
+        output_column_name="swapped_id",
+        comparison_levels=[
+            cll.CustomLevel("swap_persons_l IS NULL AND swap_persons_r IS NULL").configure(is_null_level=True),
+            cll.CustomLevel(
+                f"list_contains(string_split(swap_persons_l, '{SEP}'), person_key_r) "
+                f"OR list_contains(string_split(swap_persons_r, '{SEP}'), person_key_l)",
+                label_for_charts="the ID with two adjacent digits swapped is this person's",
+            ),
+            cll.ElseLevel(),
+        ],
+    )
+    return [
+        name,
+        birth,
+        set_match("sex", "same sex"),
+        set_match("county", "same county"),
+        set_match("community", "same community"),
+        set_match("phone", "same phone"),
+        households,
+        swap,
+    ]
+
+
+def _blocking() -> list[Any]:
+    from splink import block_on
+    from splink.blocking_rule_library import CustomRule
+
+    return [
+        block_on("name_s"),
+        block_on("pinyin"),
+        block_on("birth_date", "sex"),
+        CustomRule("l.phone = r.phone"),
+        CustomRule("l.household = r.household"),
+        CustomRule("l.swap_person = r.person_key"),
+        CustomRule("l.person_key = r.swap_person"),
+    ]
+
+
+def settings_for(persons: int, retain: bool) -> Any:
+    """The Splink settings: link the unkeyed table to the profiles, prior = one person among ``persons``."""
+    from splink import SettingsCreator
+
+    return SettingsCreator(
+        link_type="link_only",
+        unique_id_column_name="uid",
+        comparisons=_comparisons(),
+        blocking_rules_to_generate_predictions=_blocking(),
+        probability_two_random_records_match=1.0 / max(persons, 2),
+        retain_matching_columns=retain,
+        retain_intermediate_calculation_columns=retain,
+        additional_columns_to_retain=["person_key"],
+        max_iterations=20,
+        em_convergence=1e-4,
+    )
+
+
+def _linker(left: pd.DataFrame, right: pd.DataFrame, settings: Any) -> Any:
+    from splink import DuckDBAPI, Linker
+
+    _quiet_splink()
+    api = DuckDBAPI()
+    api.duckdb_con.execute("SET threads TO 1")  # bit-identical EM: parallel sums differ in the last digits
+    api.duckdb_con.execute("SET enable_progress_bar = false")
+    tables = [api.register(left, dataset_display_name=LEFT), api.register(right, dataset_display_name=RIGHT)]
+    return Linker(tables, settings, log_level=None)
+
+
+def train(left: pd.DataFrame, right: pd.DataFrame, persons: int, options: ModelSettings) -> dict[str, Any]:
+    """Estimate u by random sampling and m by EM; return the model as Splink's JSON dict."""
+    from splink import block_on
+
+    linker = _linker(left, right, settings_for(persons, retain=False))
+    linker.training.estimate_u_using_random_sampling(max_pairs=options.u_max_pairs, seed=options.seed)
+    linker.training.estimate_parameters_using_expectation_maximisation(
+        block_on("name_s"), estimate_without_term_frequencies=True
+    )
+    linker.training.estimate_parameters_using_expectation_maximisation(block_on("birth_date", "sex"))
+    model: dict[str, Any] = linker.misc.save_model_to_json()
+    model["probability_two_random_records_match"] = 1.0 / max(persons, 2)
+    return model
+
+
+def predict(left: pd.DataFrame, right: pd.DataFrame, model: dict[str, Any], retain: bool = False) -> pd.DataFrame:
+    """Scored pairs (uid_l, person_key_r, match_weight, match_probability) for every blocked pair."""
+    from splink import DuckDBAPI, Linker
+
+    _quiet_splink()
+    api = DuckDBAPI()
+    api.duckdb_con.execute("SET enable_progress_bar = false")
+    tables = [api.register(left, dataset_display_name=LEFT), api.register(right, dataset_display_name=RIGHT)]
+    settings = dict(model)
+    settings["retain_matching_columns"] = retain
+    settings["retain_intermediate_calculation_columns"] = retain
+    linker = Linker(tables, settings, log_level=None)
+    frame: pd.DataFrame = linker.inference.predict().as_pandas_dataframe()
+    if retain:
+        frame.attrs["linker"] = linker
+    return frame
+
+
+def decide(pairs: pd.DataFrame, options: ModelSettings) -> pd.DataFrame:
+    """One row per left uid: best person, its probability and weight, the lead over the next person, placed?"""
+    if pairs.empty:
+        return pd.DataFrame(columns=["uid", "person_key", "match_probability", "match_weight", "share", "placed"])
+    left_is_l = pairs["source_dataset_l"].eq(LEFT)
+    uid = pairs["uid_l"].where(left_is_l, pairs["uid_r"])
+    person = pairs["person_key_r"].where(left_is_l, pairs["person_key_l"])
+    scored = pd.DataFrame(
+        {"uid": uid, "person_key": person, "w": pairs["match_weight"], "p": pairs["match_probability"]}
+    )
+    best = scored.sort_values(["uid", "w"], ascending=[True, False]).drop_duplicates(["uid", "person_key"])
+    top = best.groupby("uid", sort=False)["w"].transform("max")
+    best["bf"] = np.exp2((best["w"] - top).clip(lower=-1000))  # relative bayes factors, the best one = 1
+    total = best.groupby("uid", sort=False)["bf"].transform("sum")
+    first = best.drop_duplicates("uid")
+    share = (1.0 / total.loc[first.index]).to_numpy()
+    placed = (share >= options.threshold) & (first["w"].to_numpy() >= options.min_weight)
+    return pd.DataFrame(
+        {
+            "uid": first["uid"].to_numpy(),
+            "person_key": first["person_key"].to_numpy(),
+            "match_probability": share,
+            "match_weight": first["w"].to_numpy(),
+            "splink_probability": first["p"].to_numpy(),
+            "placed": placed,
+        }
+    )
+
+
+def waterfall(pair: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per-comparison log2 bayes factors of one scored pair (values blanked by Splink)."""
+    linker = pair.attrs["linker"]
+    record = pair.iloc[0].to_dict()
+    chart = linker.visualisations.waterfall_chart([record], filter_nulls=False, remove_sensitive_data=True)
+    return list(chart.raw_records)
+
+
+def save_model(model: dict[str, Any], path: Path, options: ModelSettings) -> Path:
+    """Write the trained model and the run's decision settings (parameters only, no values)."""
+    from schemas.base import write_atomic
+
+    payload = {"splink_model": model, "decision": options.__dict__}
+    return write_atomic(path, json.dumps(payload, ensure_ascii=False, indent=1, sort_keys=True))
+
+
+def load_model(path: Path) -> tuple[dict[str, Any], ModelSettings]:
+    """A saved model and the decision settings it was run with."""
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    return payload["splink_model"], ModelSettings(**payload["decision"])

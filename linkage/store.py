@@ -1,0 +1,149 @@
+"""The identity index and its history, in the hub database (internal: never published as such).
+
+- ``link_person``: every person_key ever issued (random, never reused); a merged key names its survivor.
+- ``link_identity``: link token (HMAC of a valid ID number, one row per key version) -> person_key, with the
+  AES-SIV of the ID under ``linkage_id`` so a key rotation can re-key the tokens without plaintext at rest.
+- ``link_record``: lineage: each staged record -> person_key, how it was matched, with what probability.
+- ``link_event``: merges and splits, so consumers can follow a key that stopped being used.
+- ``link_run`` / ``link_batch``: which staged batches each run linked (a batch is linked once).
+
+SQLAlchemy Core, created if missing; bulk writes go through ``write_rows`` (COPY on PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+link_person = sa.Table(
+    "link_person",
+    metadata,
+    sa.Column("person_key", sa.String(32), primary_key=True, comment="random; derived from no personal value"),
+    sa.Column("created_run", sa.Integer, nullable=False),
+    sa.Column("merged_into", sa.String(32), nullable=True, comment="the surviving key after a merge"),
+    comment="每个人一个稳定的随机人员键 / every person key ever issued",
+)
+
+link_identity = sa.Table(
+    "link_identity",
+    metadata,
+    sa.Column("link_token", sa.String(64), primary_key=True, comment="HMAC of a valid ID number (linkage domain)"),
+    sa.Column("person_key", sa.String(32), nullable=False, index=True),
+    sa.Column("key_version", sa.Integer, nullable=False),
+    sa.Column("id_ciphertext", sa.Text, nullable=True, comment="AES-SIV of the ID (linkage_id), for re-keying"),
+    comment="身份索引 / identity index: link token -> person key (internal)",
+)
+
+link_record = sa.Table(
+    "link_record",
+    metadata,
+    sa.Column("dataset", sa.String(100), primary_key=True),
+    sa.Column("record_id", sa.String(128), primary_key=True, comment="the staged record id"),
+    sa.Column("batch_id", sa.String(32), nullable=False, comment="the staged batch it was last seen in"),
+    sa.Column("person_key", sa.String(32), nullable=False, index=True),
+    sa.Column("match_kind", sa.String(16), nullable=False, comment="exact | probabilistic | new"),
+    sa.Column("match_probability", sa.Float, nullable=True),
+    sa.Column("id_status", sa.String(16), nullable=False, comment="valid | certificate | missing | invalid"),
+    sa.Column("run_id", sa.Integer, nullable=False),
+    comment="来源记录 / lineage: each staged record and the person it belongs to",
+)
+
+link_event = sa.Table(
+    "link_event",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False, comment="merge | split"),
+    sa.Column("person_key", sa.String(32), nullable=False, comment="the key that merged away, or split off"),
+    sa.Column("survivor_key", sa.String(32), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    comment="合并与拆分 / identity events consumers follow",
+)
+
+link_run = sa.Table(
+    "link_run",
+    metadata,
+    sa.Column("run_id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("model_path", sa.Text, nullable=True),
+    sa.Column("summary", sa.Text, nullable=True, comment="counts only (JSON)"),
+)
+
+link_batch = sa.Table(
+    "link_batch",
+    metadata,
+    sa.Column("dataset", sa.String(100), primary_key=True),
+    sa.Column("batch_id", sa.String(32), primary_key=True),
+    sa.Column("content_hash", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.Integer, nullable=False),
+)
+
+
+def now() -> datetime:
+    """The current time, UTC, for run and event stamps."""
+    return datetime.now(UTC)
+
+
+def create(engine: sa.Engine) -> None:
+    """Create the linkage tables if missing."""
+    metadata.create_all(engine, checkfirst=True)
+
+
+def read_table(conn: sa.Connection, table: sa.Table, columns: Iterable[str] | None = None) -> pd.DataFrame:
+    """A whole table (or some columns) as a frame of text/number columns."""
+    cols = [table.c[c] for c in columns] if columns else list(table.c)
+    result = conn.execute(sa.select(*cols))
+    return pd.DataFrame(result.fetchall(), columns=[c.name for c in cols])
+
+
+def write_rows(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> int:
+    """Append a frame's rows to a table in bulk: COPY on PostgreSQL, executemany elsewhere."""
+    if frame.empty:
+        return 0
+    frame = frame[[c.name for c in table.c if c.name in frame.columns]]
+    if conn.dialect.name == "postgresql":
+        raw = conn.connection.driver_connection
+        buffer = io.StringIO()
+        frame.to_csv(buffer, index=False, header=False, na_rep="\\N", sep="\t")
+        columns = ", ".join(f'"{c}"' for c in frame.columns)
+        with raw.cursor().copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:  # type: ignore[union-attr]
+            copy.write(buffer.getvalue())
+    else:
+        records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+        conn.execute(sa.insert(table), records)
+    return len(frame)
+
+
+def delete_keys(conn: sa.Connection, table: sa.Table, keys: pd.DataFrame) -> None:
+    """Delete the rows whose primary key is in ``keys`` (a frame of the key columns), in chunks."""
+    if keys.empty:
+        return
+    pk = [c.name for c in table.primary_key.columns]
+    for start in range(0, len(keys), 5_000):
+        part = keys.iloc[start : start + 5_000]
+        condition = sa.tuple_(*(table.c[c] for c in pk)).in_([tuple(r) for r in part[pk].itertuples(index=False)])
+        conn.execute(sa.delete(table).where(condition))
+
+
+def start_run(conn: sa.Connection) -> int:
+    """A new run row; its id numbers persons and events created by the run."""
+    return int(conn.execute(sa.insert(link_run).values(started_at=now())).inserted_primary_key[0])  # type: ignore[index]
+
+
+def finish_run(conn: sa.Connection, run_id: int, model_path: str | None, summary: Mapping[str, Any]) -> None:
+    """Record the end of a run with its counts (no values)."""
+    conn.execute(
+        sa.update(link_run)
+        .where(link_run.c.run_id == run_id)
+        .values(finished_at=now(), model_path=model_path, summary=json.dumps(dict(summary), sort_keys=True))
+    )
