@@ -40,6 +40,14 @@ class RejectFile(ValueError):
     """A file cannot be ingested; the reason names lines or columns, never values."""
 
 
+class UndecodableBytes(RejectFile):
+    """Bytes no candidate encoding decodes; ``offset`` is where the first bad byte is (for salvaging lines)."""
+
+    def __init__(self, reason: str, offset: int) -> None:
+        super().__init__(reason)
+        self.offset = offset
+
+
 @dataclass(frozen=True)
 class RejectedFile:
     """A file set aside whole, with why."""
@@ -81,7 +89,7 @@ def decode_text(data: bytes, preferred: str = "gb18030") -> tuple[str, str]:
             return str(best), best.encoding
     assert failure is not None
     tried = " or ".join(c.upper() for c in candidates)
-    raise RejectFile(f"undecodable bytes at line {_line_of(data, failure.start)} (not {tried})")
+    raise UndecodableBytes(f"undecodable bytes at line {_line_of(data, failure.start)} (not {tried})", failure.start)
 
 
 def check_header(header: Sequence[Any], key_columns: Sequence[str]) -> list[str]:
@@ -255,12 +263,27 @@ class FileDropSource:
                 self.skipped.append(source)
                 continue
             seen_now.add(source.sha256)
+            partial: str | None = None
             try:
                 frame = self.parse(data, path.name)
+            except UndecodableBytes as exc:
+                # a drop cut off mid-write: the whole lines before the bad bytes are good rows
+                cut = data.rfind(b"\n", 0, exc.offset) + 1
+                try:
+                    frame = self.parse(data[:cut], path.name) if cut else None
+                except RejectFile:
+                    frame = None
+                if frame is None or frame.empty:
+                    self._reject(path, source, str(exc))
+                    continue
+                last = _line_of(data, cut)
+                partial = f"{exc}; the {len(frame)} rows before line {last} were ingested, the rest is set aside"
             except RejectFile as exc:
                 self._reject(path, source, str(exc))
                 continue
             yield from self._chunks(frame, source)
+            if partial is not None:  # recorded after the rows are staged: the file is known, with why
+                self._reject(path, source, partial)
 
     def parse(self, data: bytes, name: str) -> pd.DataFrame:
         """The whole file as one frame with ``_source_position``; ``RejectFile`` if any of it is broken."""

@@ -20,10 +20,12 @@ def staged_refs(settings: Settings) -> list[BatchRef]:
     from linkage.resolve import BatchRef
 
     root = settings.home / "staging"
-    return [
+    refs = [
         BatchRef(m.dataset, m.batch_id, m.content_hash, staging.batch_dir(root, m.dataset, m.batch_id))
         for m in staging.staged_batches(root)
     ]
+    # staging order: a record staged twice (an update) is linked as its newest version
+    return sorted(refs, key=lambda r: (r.folder / staging.MANIFEST).stat().st_mtime_ns)
 
 
 def run_link(settings: Settings, threshold: float | None = None, min_weight: float | None = None) -> LinkResult:
@@ -122,3 +124,66 @@ def evaluate_command(truth_dir: Path | None, show: int) -> None:
         click.echo(f"wrong records ({len(report.wrong)}; showing {min(show, len(report.wrong))}):")
         for dataset, record_id, why in report.wrong[:show]:
             click.echo(f"  {dataset} {record_id}: {why}")
+
+
+@link_group.command("explain")
+@click.argument("record_id")
+@click.option("--dataset", default=None, help="The record's dataset, when its id is not unique.")
+def explain_command(record_id: str, dataset: str | None) -> None:
+    """Why RECORD_ID (a staged record id) belongs to its person: Splink's match weights for its best candidate.
+
+    Personal values are shown masked (first character of the name, birth year); nothing is written.
+    """
+    from linkage.resolve import explain
+    from schemas.base import HubError
+
+    settings = Settings.from_env()
+    engine = settings.engine()
+    try:
+        found = explain(record_id, dataset, staged_refs(settings), engine, settings.load_keyring())
+    except HubError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        engine.dispose()
+    probability = "-" if found.match_probability is None else f"{found.match_probability:.4f}"
+    click.echo(f"{found.dataset} {found.record_id} -> person {found.person_key} ({found.match_kind}, p={probability})")
+    if not found.rows:
+        click.echo("  no scored candidate (no saved model yet, or nothing shares a blocking key)")
+        return
+    click.echo(f"  best candidate: person {found.candidate}")
+    click.echo(f"  record    {found.record_masked}")
+    click.echo(f"  candidate {found.candidate_masked}")
+    click.echo(f"  {'comparison':<14} {'level':<58} {'log2 BF':>8}")
+    for row in found.rows:
+        label = str(row.get("label_for_charts") or "")
+        click.echo(
+            f"  {row.get('column_name')!s:<14} {label[:58]:<58} {float(row.get('log2_bayes_factor') or 0):>8.2f}"
+        )
+
+
+@link_group.command("unplaced")
+@click.option("--dataset", default=None, help="Only this dataset.")
+def unplaced_command(dataset: str | None) -> None:
+    """Records without a usable ID number that linkage could not place (each is a person of its own for now).
+
+    Data stewards fix these at the source; their rows are in the encrypted quarantine (hub quarantine list).
+    """
+    import sqlalchemy as sa
+
+    from linkage import store
+
+    settings = Settings.from_env()
+    engine = settings.engine()
+    store.create(engine)
+    table = store.link_record
+    query = sa.select(table.c.dataset, table.c.record_id, table.c.id_status, table.c.batch_id).where(
+        table.c.match_kind == "new", table.c.id_status.in_(["missing", "invalid"])
+    )
+    if dataset:
+        query = query.where(table.c.dataset == dataset)
+    with engine.connect() as conn:
+        rows = conn.execute(query.order_by(table.c.dataset, table.c.record_id)).all()
+    engine.dispose()
+    for row in rows:
+        click.echo("\t".join(str(v) for v in row))
+    click.echo(f"{len(rows)} unplaced record(s)", err=True)

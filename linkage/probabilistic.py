@@ -82,7 +82,9 @@ def _comparisons() -> list[Any]:
     birth = cl.CustomComparison(
         output_column_name="birth_date",
         comparison_levels=[
-            cll.CustomLevel("birth_date_l IS NULL OR birth_date_r IS NULL").configure(is_null_level=True),
+            cll.CustomLevel("birth_date_l IS NULL OR birth_date_r IS NULL", label_for_charts="missing").configure(
+                is_null_level=True
+            ),
             cll.CustomLevel(contains("birth_date"), label_for_charts="exact"),
             cll.CustomLevel(
                 "substr(birth_date_l, 1, 4) = substr(birth_date_r, 1, 4) "
@@ -101,7 +103,9 @@ def _comparisons() -> list[Any]:
         return cl.CustomComparison(
             output_column_name=column,
             comparison_levels=[
-                cll.CustomLevel(f"{column}_l IS NULL OR {column}_r IS NULL").configure(is_null_level=True),
+                cll.CustomLevel(f"{column}_l IS NULL OR {column}_r IS NULL", label_for_charts="missing").configure(
+                    is_null_level=True
+                ),
                 cll.CustomLevel(contains(column), label_for_charts=label),
                 cll.ElseLevel(),
             ],
@@ -110,7 +114,9 @@ def _comparisons() -> list[Any]:
     households = cl.CustomComparison(
         output_column_name="household",
         comparison_levels=[
-            cll.CustomLevel("household_set_l IS NULL OR household_set_r IS NULL").configure(is_null_level=True),
+            cll.CustomLevel("household_set_l IS NULL OR household_set_r IS NULL", label_for_charts="missing").configure(
+                is_null_level=True
+            ),
             cll.CustomLevel(
                 f"len(list_intersect(string_split(household_set_l, '{SEP}'), string_split(household_set_r, '{SEP}')))"
                 " > 0",
@@ -122,7 +128,9 @@ def _comparisons() -> list[Any]:
     swap = cl.CustomComparison(
         output_column_name="swapped_id",
         comparison_levels=[
-            cll.CustomLevel("swap_persons_l IS NULL AND swap_persons_r IS NULL").configure(is_null_level=True),
+            cll.CustomLevel(
+                "swap_persons_l IS NULL AND swap_persons_r IS NULL", label_for_charts="no swapped ID"
+            ).configure(is_null_level=True),
             cll.CustomLevel(
                 f"list_contains(string_split(swap_persons_l, '{SEP}'), person_key_r) "
                 f"OR list_contains(string_split(swap_persons_r, '{SEP}'), person_key_l)",

@@ -346,6 +346,7 @@ def link(
         fresh_keys = pd.Series(_new_keys(int((~placed).sum())), dtype="string")
         assigned.loc[rows[~placed], "person_key"] = fresh_keys.to_numpy()
         assigned.loc[rows[~placed], "match_kind"] = "new"
+        assigned.loc[rows[~placed], "match_probability"] = np.nan  # not placed: no probability to record
         result.probabilistic = int(placed.sum())
         result.unplaced = int((~placed).sum())
         if previous is not None:  # an unplaced record keeps the key it was given before
@@ -457,3 +458,85 @@ def _merges(assigned: pd.DataFrame, lineage: pd.DataFrame) -> pd.DataFrame:
         if len(survivors) == 1
     ]
     return pd.DataFrame(rows, columns=columns)
+
+
+@dataclass
+class Explanation:
+    """Why a record belongs where it is: the match kind, and for Splink's pass the weight of each comparison."""
+
+    dataset: str
+    record_id: str
+    person_key: str
+    match_kind: str
+    match_probability: float | None
+    candidate: str | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    record_masked: dict[str, str] = field(default_factory=dict)
+    candidate_masked: dict[str, str] = field(default_factory=dict)
+
+
+def _masked(row: pd.Series) -> dict[str, str]:
+    """What may be shown of a compared row: the name's first character, birth year, sex, county."""
+    name = row.get("name_s")
+    birth = row.get("birth_date")
+    return {
+        "name": (str(name)[0] + "*" * (len(str(name)) - 1)) if isinstance(name, str) and name else "-",
+        "birth": (str(birth)[:4] + "-**-**") if isinstance(birth, str) and birth else "-",
+        "sex": str(row.get("sex") or "-"),
+        "county": str(row.get("county") or "-"),
+    }
+
+
+def explain(
+    record_id: str, dataset: str | None, batches: Sequence[BatchRef], engine: sa.Engine, keyring: Keyring
+) -> Explanation:
+    """Re-score one staged record against its best candidates with the newest saved model."""
+    store.create(engine)
+    with engine.connect() as conn:
+        query = sa.select(store.link_record).where(store.link_record.c.record_id == record_id)
+        if dataset:
+            query = query.where(store.link_record.c.dataset == dataset)
+        found = conn.execute(query).mappings().all()
+        model_path = conn.execute(
+            sa.select(store.link_run.c.model_path)
+            .where(store.link_run.c.model_path.is_not(None))
+            .order_by(store.link_run.c.run_id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        index = store.read_table(conn, store.link_identity, ["link_token", "person_key"])
+    if not found:
+        raise LinkageError(f"record {record_id} is not in the lineage; has `hub link` run since it was staged?")
+    if len(found) > 1:
+        raise LinkageError(f"record id {record_id} is in several datasets; name one with --dataset")
+    row = found[0]
+    out = Explanation(row["dataset"], record_id, row["person_key"], row["match_kind"], row["match_probability"])
+    if model_path is None:
+        return out
+    model, _options = probabilistic.load_model(Path(model_path))
+    everything = read_batches(
+        [b for b in batches if b.dataset == row["dataset"]] + [b for b in batches if b.dataset != row["dataset"]]
+    )
+    person_of_token = index.drop_duplicates("link_token").set_index("link_token")["person_key"].astype("string")
+    person = everything["link_token"].astype("string").map(person_of_token).astype("string")
+    keyed = everything["link_token"].notna() & person.notna()
+    target = everything[(everything["dataset"] == row["dataset"]) & (everything["record_id"] == record_id)]
+    known = everything[keyed.to_numpy()].assign(person_key=person[keyed.to_numpy()].to_numpy())
+    if row["match_kind"] == "exact":  # compare with the other records of its person, not with itself
+        known = known[~((known["dataset"] == row["dataset"]) & (known["record_id"] == record_id))]
+    left = _left(target.assign(link_token=pd.NA), keyring, person_of_token, _implied_households(everything, person))
+    profiles = _profiles(known, keyring)
+    pairs = probabilistic.predict(_frame(left), _frame(profiles), model, retain=True)
+    if pairs.empty:
+        return out
+    best = pairs.sort_values("match_weight", ascending=False).head(1)
+    linker = pairs.attrs["linker"]
+    best.attrs["linker"] = linker
+    out.rows = probabilistic.waterfall(best)
+    first = best.iloc[0]
+    side = "r" if first.get("source_dataset_l") == probabilistic.LEFT else "l"
+    other = "l" if side == "r" else "r"
+    out.candidate = str(first[f"person_key_{side}"])
+    pick = lambda s: pd.Series({c: first.get(f"{c}_{s}") for c in ("name_s", "birth_date", "sex", "county")})  # noqa: E731
+    out.record_masked = _masked(pick(other))
+    out.candidate_masked = _masked(pick(side))
+    return out
