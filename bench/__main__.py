@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHES = ["bench.generate", "bench.protect", "bench.ingest"]
+BENCHES = ["bench.generate", "bench.protect", "bench.ingest", "bench.link"]
 
 
 def main() -> int:

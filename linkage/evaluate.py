@@ -142,9 +142,9 @@ def evaluate(engine: sa.Engine, truth_path: Path, keyring: Keyring, policy: Poli
         (d, r, "placed with another person")
         for d, r in zip(wrong_placed["dataset"], wrong_placed["record_id"], strict=True)
     ]
-    mixed = frame.dropna(subset=["person_key"]).groupby("person_key")["person_id"].nunique()
+    mixed = exact.groupby("person_key")["person_id"].nunique()  # one ID number's records, two truth persons
     for key in mixed[mixed > 1].index:
-        rows = frame[frame["person_key"].eq(key) & frame["match_kind"].eq("exact")]
+        rows = exact[exact["person_key"].eq(key)]
         wrong += [
             (d, r, "one ID number, two persons in truth")
             for d, r in zip(rows["dataset"], rows["record_id"], strict=True)

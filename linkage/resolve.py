@@ -372,7 +372,10 @@ def link(
         result.run_id = run_id
         store.write_rows(conn, store.link_person, pd.DataFrame({"person_key": new_person_keys, "created_run": run_id}))
         store.write_rows(conn, store.link_identity, pd.concat([rekeyed, new_index], ignore_index=True))
-        store.delete_keys(conn, store.link_record, assigned[["dataset", "record_id"]])
+        if len(lineage):  # only records linked before have a row to replace
+            seen_before = pd.MultiIndex.from_frame(lineage[["dataset", "record_id"]])
+            again = pd.MultiIndex.from_frame(assigned[["dataset", "record_id"]]).isin(seen_before)
+            store.delete_keys(conn, store.link_record, assigned.loc[again, ["dataset", "record_id"]])
         store.write_rows(conn, store.link_record, assigned.assign(run_id=run_id))
         if len(events):
             store.write_rows(conn, store.link_event, events.assign(run_id=run_id, created_at=store.now()))
