@@ -14,6 +14,7 @@ says which server was used, or that PostgreSQL was not tested.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 import shutil
@@ -163,3 +164,28 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         )
     elif PG_USE.not_tested is not None:
         terminalreporter.write_line(f"PostgreSQL was NOT tested: {PG_USE.not_tested}", red=True, bold=True)
+
+
+OWN_PACKAGES = ("hub", "connectors", "schemas", "privacy", "linkage", "publish", "simulators")
+
+
+@pytest.fixture
+def every_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """caplog at DEBUG as an operator's DEBUG logging would be: the root and all that inherit from it.
+
+    Loggers that do not propagate are captured too. Libraries that pin a level of their own keep it:
+    SQLAlchemy pins WARNING because its INFO/DEBUG is its opt-in echo, which prints every row read.
+    """
+    caplog.set_level(logging.DEBUG)
+    isolated = []
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if not isinstance(logger, logging.Logger):
+            continue
+        if logger.level > logging.DEBUG and name.split(".")[0] in OWN_PACKAGES:
+            caplog.set_level(logging.DEBUG, logger=name)
+        if not logger.propagate:
+            logger.addHandler(caplog.handler)
+            isolated.append(logger)
+    yield caplog
+    for logger in isolated:
+        logger.removeHandler(caplog.handler)

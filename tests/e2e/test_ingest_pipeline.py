@@ -89,31 +89,6 @@ def http_spy(monkeypatch: pytest.MonkeyPatch) -> HttpSpy:
 
 # -- the leak scan ---------------------------------------------------------------------------------------------
 
-OWN_PACKAGES = ("hub", "connectors", "schemas", "privacy", "linkage", "publish", "simulators")
-
-
-@pytest.fixture
-def every_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """caplog at DEBUG as an operator's DEBUG logging would be: the root and all that inherit from it.
-
-    Loggers that do not propagate are captured too. Libraries that pin a level of their own keep it:
-    SQLAlchemy pins WARNING because its INFO/DEBUG is its opt-in echo, which prints every row read.
-    """
-    caplog.set_level(logging.DEBUG)
-    isolated = []
-    for name, logger in list(logging.root.manager.loggerDict.items()):
-        if not isinstance(logger, logging.Logger):
-            continue
-        if logger.level > logging.DEBUG and name.split(".")[0] in OWN_PACKAGES:
-            caplog.set_level(logging.DEBUG, logger=name)
-        if not logger.propagate:
-            logger.addHandler(caplog.handler)
-            isolated.append(logger)
-    yield caplog
-    for logger in isolated:
-        logger.removeHandler(caplog.handler)
-
-
 def test_the_leak_scan_finds_planted_values(tmp_path: Path, every_log: pytest.LogCaptureFixture) -> None:
     """The scan below is only worth something if it finds a value wherever and however it was written."""
     truth = tmp_path / "truth"

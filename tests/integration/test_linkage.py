@@ -188,8 +188,36 @@ def test_key_rotation_keeps_every_person(linked: Linked, tmp_path: Path, monkeyp
     assert _counts(settings)["link_person"] == persons
 
 
-def test_nothing_linkage_writes_holds_a_plaintext_value(linked: Linked) -> None:
+def test_nothing_linkage_writes_or_logs_holds_a_plaintext_value(
+    linked: Linked,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    every_log: pytest.LogCaptureFixture,
+) -> None:
+    from click.testing import CliRunner
+
+    from hub.cli import cli
+
     values = personal_values(linked.sim / "truth")
-    found = leaks(linked.home, values)
-    assert found == {}, found
+    assert leaks(linked.home, values) == {}
     assert list((linked.home / "runs" / "link").glob("model-run-*.json")), "the model is saved with the run"
+    # link again from scratch with every log level captured, then explain a placed record
+    home = _copy(linked, tmp_path)
+    settings = _settings(home, linked.sim, monkeypatch)
+    engine = settings.engine()
+    with engine.begin() as conn:
+        for table in reversed(store.metadata.sorted_tables):
+            conn.execute(sa.text(f"DROP TABLE {table.name}"))
+    engine.dispose()
+    runner = CliRunner()
+    linked_again = runner.invoke(cli, ["link"])
+    assert linked_again.exit_code == 0, linked_again.output
+    placed = _lineage(settings).query("match_kind == 'probabilistic'").index[0]
+    explained = runner.invoke(cli, ["link", "explain", placed[1], "--dataset", placed[0]])
+    assert explained.exit_code == 0, explained.output
+    assert "Final score" in explained.output and "*" in explained.output
+    unplaced = runner.invoke(cli, ["link", "unplaced"])
+    assert unplaced.exit_code == 0
+    assert sum(1 for r in every_log.records if r.levelno <= 20) > 0, "INFO/DEBUG records were captured"
+    outputs = [every_log.text, linked_again.output, explained.output, unplaced.output]
+    assert leaks(home, values, outputs) == {}
