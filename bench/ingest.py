@@ -55,9 +55,7 @@ def main() -> None:
     report.notes.append(
         f"staged {sum(r.staged for r in results):,}, quarantined {sum(r.quarantined for r in results):,}"
     )
-    report.notes.append(
-        f"target: <= 180 s for all datasets: {'met' if total <= 180 else 'NOT met'} ({total:.1f}s)"
-    )
+    report.notes.append(f"target: <= 180 s for all datasets: {'met' if total <= 180 else 'NOT met'} ({total:.1f}s)")
     report.notes.extend(errors)
     report.print()
 

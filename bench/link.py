@@ -55,13 +55,12 @@ def main() -> int:
     env["GX_ANALYTICS_ENABLED"] = "false"
     _prepare(work, args.residents, env)
 
-    import duckdb
     import sqlalchemy as sa
 
     from hub.link_cli import run_link, staged_refs
     from hub.settings import Settings
     from linkage import store
-    from linkage.resolve import read_batches
+    from linkage.workspace import Workspace
 
     settings = Settings.from_env(env)
     engine = settings.engine()
@@ -79,22 +78,21 @@ def main() -> int:
     peak = peak_rss_mib()
 
     # the floor: the same link tokens joined to the index by DuckDB, nothing else
-    records = read_batches(staged_refs(settings))
     engine = settings.engine()
     with engine.connect() as conn:
         index = store.read_table(conn, store.link_identity, ["link_token", "person_key"])
     engine.dispose()
-    tokens = records[["link_token"]].dropna()
-    con = duckdb.connect()
-    con.register("tokens", tokens)
-    con.register("ident", index)
-    with report.stage("DuckDB join of link tokens", records=len(tokens), floor=True):
-        joined = con.execute("SELECT count(*) FROM tokens JOIN ident USING (link_token)").fetchone()
-    con.close()
+    with Workspace() as ws:
+        ws.load(staged_refs(settings), set())
+        ws.sql("CREATE TABLE tokens AS SELECT link_token FROM rec WHERE link_token IS NOT NULL")
+        ws.register("ident", index)
+        count = ws.scalar("SELECT count(*) FROM tokens")
+        with report.stage("DuckDB join of link tokens", records=count, floor=True):
+            joined = ws.scalar("SELECT count(*) FROM tokens JOIN ident USING (link_token)")
     ratio = report.stages["pass: exact"].seconds / max(report.floors["DuckDB join of link tokens"].seconds, 1e-9)
     report.notes += [
         f"records {result.records:,}: exact {result.exact:,}, probabilistic {result.probabilistic:,}, "
-        f"unplaced {result.unplaced:,}; persons {result.persons:,}; joined by the floor {joined[0] if joined else 0:,}",
+        f"unplaced {result.unplaced:,}; persons {result.persons:,}; joined by the floor {joined:,}",
         f"peak memory of the linkage itself: {peak:,.0f} MiB (generation and ingest ran in child processes)",
         f"exact pass / DuckDB join: {ratio:.2f} (target <= {TARGET_RATIO})",
         f"target: whole linkage <= {TARGET_SECONDS} s and <= {TARGET_MIB // 1024} GiB: "

@@ -84,9 +84,7 @@ def main(rows: int = 1_000_000) -> int:
         calls = run_floor(hmacs, sivs)
     ratio = report.stages["protect"].rate / report.floors["HMAC + AES-SIV loop"].rate
     peak = peak_rss_mib()
-    report.notes.append(
-        f"floor makes {calls / rows:.0f} crypto calls per row ({len(hmacs)} HMAC, {len(sivs)} AES-SIV)"
-    )
+    report.notes.append(f"floor makes {calls / rows:.0f} crypto calls per row ({len(hmacs)} HMAC, {len(sivs)} AES-SIV)")
     report.notes.append(
         f"ratio protect/floor {ratio:.2f} (target >= {TARGET_RATIO}); peak {peak:,.0f} MiB "
         f"(target < {MEMORY_LIMIT_MIB:,} MiB)"

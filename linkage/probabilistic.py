@@ -46,7 +46,8 @@ class ModelSettings:
     threshold: float = 0.95  # placement probability (share among candidates) the best person needs
     min_weight: float = -2.0  # the best person's Splink match weight (log2 odds) must reach this
     u_max_pairs: float = 2e6
-    em_sample: int = 20_000  # keyed records that join the unkeyed ones for EM training
+    train_persons: int = 50_000  # random persons whose profiles train the model (u sampling, EM)
+    em_sample: int = 20_000  # their keyed records that join the unkeyed ones for EM training
     seed: int = 1
 
 
@@ -184,22 +185,32 @@ def settings_for(persons: int, retain: bool) -> Any:
     )
 
 
-def _linker(left: pd.DataFrame, right: pd.DataFrame, settings: Any) -> Any:
+def _linker(left: pd.DataFrame, right: pd.DataFrame, settings: Any, name_tf: pd.DataFrame | None, threads: int) -> Any:
+    """A Splink linker over the two tables, with the names' term frequencies over every known person."""
     from splink import DuckDBAPI, Linker
 
     _quiet_splink()
     api = DuckDBAPI()
-    api.duckdb_con.execute("SET threads TO 1")  # bit-identical EM: parallel sums differ in the last digits
+    api.duckdb_con.execute(f"SET threads TO {threads}")
     api.duckdb_con.execute("SET enable_progress_bar = false")
     tables = [api.register(left, dataset_display_name=LEFT), api.register(right, dataset_display_name=RIGHT)]
-    return Linker(tables, settings, log_level=None)
+    linker = Linker(tables, settings, log_level=None)
+    if name_tf is not None:
+        tf = api.register(name_tf, dataset_display_name="name_tf")
+        linker.table_management.register_term_frequency_lookup(tf, "name_s")
+    return linker
 
 
-def train(left: pd.DataFrame, right: pd.DataFrame, persons: int, options: ModelSettings) -> dict[str, Any]:
-    """Estimate u by random sampling and m by EM; return the model as Splink's JSON dict."""
+def train(
+    left: pd.DataFrame, right: pd.DataFrame, persons: int, options: ModelSettings, name_tf: pd.DataFrame | None = None
+) -> dict[str, Any]:
+    """Estimate u by random sampling and m by EM; return the model as Splink's JSON dict.
+
+    DuckDB runs on one thread here: EM sums in parallel differ in their last digits from run to run.
+    """
     from splink import block_on
 
-    linker = _linker(left, right, settings_for(persons, retain=False))
+    linker = _linker(left, right, settings_for(persons, retain=False), name_tf, threads=1)
     linker.training.estimate_u_using_random_sampling(max_pairs=options.u_max_pairs, seed=options.seed)
     linker.training.estimate_parameters_using_expectation_maximisation(
         block_on("name_s"), estimate_without_term_frequencies=True
@@ -210,18 +221,18 @@ def train(left: pd.DataFrame, right: pd.DataFrame, persons: int, options: ModelS
     return model
 
 
-def predict(left: pd.DataFrame, right: pd.DataFrame, model: dict[str, Any], retain: bool = False) -> pd.DataFrame:
+def predict(
+    left: pd.DataFrame,
+    right: pd.DataFrame,
+    model: dict[str, Any],
+    name_tf: pd.DataFrame | None = None,
+    retain: bool = False,
+) -> pd.DataFrame:
     """Scored pairs (uid_l, person_key_r, match_weight, match_probability) for every blocked pair."""
-    from splink import DuckDBAPI, Linker
-
-    _quiet_splink()
-    api = DuckDBAPI()
-    api.duckdb_con.execute("SET enable_progress_bar = false")
-    tables = [api.register(left, dataset_display_name=LEFT), api.register(right, dataset_display_name=RIGHT)]
     settings = dict(model)
     settings["retain_matching_columns"] = retain
     settings["retain_intermediate_calculation_columns"] = retain
-    linker = Linker(tables, settings, log_level=None)
+    linker = _linker(left, right, settings, name_tf, threads=2)
     frame: pd.DataFrame = linker.inference.predict().as_pandas_dataframe()
     if retain:
         frame.attrs["linker"] = linker

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
@@ -124,6 +125,38 @@ def write_rows(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> int
         marks = ", ".join("?" for _ in frame.columns)
         conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({columns}) VALUES ({marks})', rows)
     return len(frame)
+
+
+def write_arrow(conn: sa.Connection, table: sa.Table, data: pa.Table, batch: int = 200_000) -> int:
+    """Append an Arrow table in bulk: COPY of CSV written by Arrow on PostgreSQL, DB-API executemany elsewhere.
+
+    A large load into SQLite drops the table's secondary indexes first and builds them after (DESIGN:
+    indexes after bulk loads).
+    """
+    if data.num_rows == 0:
+        return 0
+    data = data.select([c.name for c in table.c if c.name in data.column_names])
+    columns = ", ".join(f'"{c}"' for c in data.column_names)
+    if conn.dialect.name == "postgresql":
+        import pyarrow.csv as pacsv
+
+        buffer = io.BytesIO()
+        pacsv.write_csv(data, buffer, pacsv.WriteOptions(include_header=False))
+        raw = conn.connection.driver_connection
+        with raw.cursor().copy(f"COPY {table.name} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:  # type: ignore[union-attr]
+            copy.write(buffer.getvalue())
+        return data.num_rows
+    indexes = list(table.indexes) if data.num_rows > 100_000 else []
+    for index in indexes:
+        index.drop(conn, checkfirst=True)
+    marks = ", ".join("?" for _ in data.column_names)
+    statement = f'INSERT INTO "{table.name}" ({columns}) VALUES ({marks})'
+    for start in range(0, data.num_rows, batch):
+        part = data.slice(start, batch)
+        conn.exec_driver_sql(statement, list(zip(*(c.to_pylist() for c in part.columns), strict=True)))
+    for index in indexes:
+        index.create(conn, checkfirst=True)
+    return data.num_rows
 
 
 def delete_keys(conn: sa.Connection, table: sa.Table, keys: pd.DataFrame) -> None:

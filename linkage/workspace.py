@@ -1,0 +1,214 @@
+"""The linkage run's working set in an in-memory DuckDB: staged records, the token index, decrypted profiles.
+
+Staged Parquet is scanned where it lies (each batch's data and linkage files joined by position), so a
+million residents' 2.8 M records cost DuckDB's columnar memory, not pandas objects. Quasi-identifiers are
+decrypted once per distinct ciphertext (AES-SIV is deterministic) into mapping tables of this in-memory
+database; nothing decrypted is written anywhere. Profiles are built only for the persons that share a
+blocking key with a record to place, plus a random sample for training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+from linkage.names import comparison_forms
+from privacy.keyring import Keyring
+from privacy.operators import decrypt_series
+from privacy.policy import LINKAGE_QI_DOMAIN
+
+SEP = ";"
+QI = ("qi_name", "qi_birth_date", "qi_sex", "qi_county", "qi_community")
+_TEXT = pd.StringDtype("pyarrow")
+
+
+@dataclass(frozen=True)
+class BatchRef:
+    """A staged batch as linkage sees it: where its Parquet files are and what its content hash is."""
+
+    dataset: str
+    batch_id: str
+    content_hash: str
+    folder: Path
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def scan_sql(batches: Sequence[BatchRef], fresh: set[tuple[str, str]]) -> str:
+    """One SELECT over every batch: dataset, record_id, batch_id, order, fresh, and the linkage fields."""
+    parts = []
+    for order, ref in enumerate(batches):
+        data, link = _quote(str(ref.folder / "data.parquet")), _quote(str(ref.folder / "linkage.parquet"))
+        is_fresh = "true" if (ref.dataset, ref.batch_id) in fresh else "false"
+        parts.append(
+            f"SELECT {_quote(ref.dataset)} AS dataset, d.record_id, {_quote(ref.batch_id)} AS batch_id, "
+            f"{order} AS ord, {is_fresh} AS fresh, l.* "
+            f"FROM read_parquet({data}) d POSITIONAL JOIN read_parquet({link}) l"
+        )
+    return " UNION ALL BY NAME ".join(parts)
+
+
+class Workspace:
+    """An in-memory DuckDB holding one run's records; close it when done."""
+
+    def __init__(self, threads: int = 2) -> None:
+        self.con = duckdb.connect()
+        self.con.execute(f"SET threads TO {threads}")
+        self.con.execute("SET enable_progress_bar = false")
+
+    def close(self) -> None:
+        """Free the in-memory database (and every decrypted value in it)."""
+        self.con.close()
+
+    def __enter__(self) -> Workspace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def sql(self, query: str) -> duckdb.DuckDBPyRelation:
+        """Run a query in the workspace."""
+        return self.con.sql(query)
+
+    def scalar(self, query: str) -> int:
+        """The single number a query returns."""
+        rows = self.con.execute(query).fetchall()
+        row = rows[0] if rows else None
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def load(self, batches: Sequence[BatchRef], fresh: set[tuple[str, str]]) -> int:
+        """Table ``rec``: every staged record once (its newest version), with the linkage fields."""
+        if not batches:
+            self.con.execute(
+                "CREATE TABLE rec (dataset VARCHAR, record_id VARCHAR, batch_id VARCHAR, ord INTEGER, fresh BOOLEAN, "
+                "link_token VARCHAR, id_status VARCHAR, id_ciphertext VARCHAR, swap_tokens VARCHAR, "
+                "phone_token VARCHAR, household_token VARCHAR, qi_name VARCHAR, qi_birth_date VARCHAR, "
+                "qi_sex VARCHAR, qi_county VARCHAR, qi_community VARCHAR)"
+            )
+            return 0
+        self.con.execute(f"CREATE VIEW scan AS {scan_sql(batches, fresh)}")
+        names = {r[0] for r in self.con.execute("DESCRIBE scan").fetchall()}
+        missing = [
+            f"NULL::VARCHAR AS {c}"
+            for c in ("id_status", "id_ciphertext", "swap_tokens", "phone_token", "household_token", "qi_community")
+            if c not in names
+        ]  # batches staged before these fields existed
+        extra = (", " + ", ".join(missing)) if missing else ""
+        self.con.execute(
+            f"""
+            CREATE TABLE rec AS
+            SELECT * EXCLUDE (rn, id_status),
+                   coalesce(id_status, CASE WHEN link_token IS NULL THEN 'missing' ELSE 'valid' END) AS id_status
+            FROM (
+                SELECT *{extra}, row_number() OVER (PARTITION BY dataset, record_id ORDER BY ord DESC) AS rn
+                FROM scan
+            ) WHERE rn = 1
+            """
+        )
+        return self.scalar("SELECT count(*) FROM rec")
+
+    def register(self, name: str, frame: pd.DataFrame | pa.Table) -> None:
+        """Make a frame a table of the workspace (copied, so the frame may go)."""
+        self.con.register(f"_{name}_src", frame)
+        self.con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _{name}_src")
+        self.con.unregister(f"_{name}_src")
+
+    def decrypt_maps(self, keyring: Keyring, where: str) -> None:
+        """Tables ``m_<field>`` (ciphertext -> plaintext) for the records ``where`` selects; names get their forms."""
+        for column in QI:
+            distinct = self.con.execute(
+                f"SELECT DISTINCT {column} AS ct FROM rec WHERE {where} AND {column} IS NOT NULL"
+            ).df()
+            plain = decrypt_series(distinct["ct"].astype("string"), keyring, LINKAGE_QI_DOMAIN)
+            table = pd.DataFrame({"ct": distinct["ct"].astype(_TEXT), "v": plain.astype(_TEXT).to_numpy()})
+            if column == "qi_name":
+                forms = comparison_forms(table["v"]).astype(_TEXT)
+                table = pd.concat([table, forms.reset_index(drop=True)], axis=1)
+            self.register(f"m_{column.removeprefix('qi_')}", table)
+
+    def decoded(self, source: str) -> str:
+        """A SELECT adding the decrypted fields to ``source`` (a table or subquery with the qi_ columns)."""
+        return f"""
+            SELECT s.*, n.name_s, n.pinyin, n.surname, n.given_pinyin,
+                   b.v AS birth_date, x.v AS sex, c.v AS county, m.v AS community
+            FROM {source} s
+            LEFT JOIN m_name n ON n.ct = s.qi_name
+            LEFT JOIN m_birth_date b ON b.ct = s.qi_birth_date
+            LEFT JOIN m_sex x ON x.ct = s.qi_sex
+            LEFT JOIN m_county c ON c.ct = s.qi_county
+            LEFT JOIN m_community m ON m.ct = s.qi_community
+        """
+
+    def profiles(self, persons: str) -> pd.DataFrame:
+        """One row per person (of the ``persons`` query) and name variant, every value seen as ';'-joined sets."""
+        agg = ", ".join(
+            f"string_agg(DISTINCT {c}, '{SEP}' ORDER BY {c}) AS {a}_set, mode({c}) AS {a}"
+            for c, a in (
+                ("birth_date", "birth_date"), ("sex", "sex"), ("county", "county"), ("community", "community"),
+                ("phone_token", "phone"), ("household_token", "household"),
+            )
+        )  # fmt: skip
+        return self.con.execute(
+            f"""
+            WITH src AS ({self.decoded(f"(SELECT * FROM keyed WHERE person_key IN ({persons}))")}),
+            person AS (
+                SELECT person_key, {agg}, string_agg(DISTINCT name_s, '{SEP}' ORDER BY name_s) AS name_s_set
+                FROM src GROUP BY person_key
+            ),
+            names AS (
+                SELECT DISTINCT person_key, name_s, pinyin, surname, given_pinyin FROM src WHERE name_s IS NOT NULL
+            )
+            SELECT 'p' || row_number() OVER (ORDER BY person_key, name_s) AS uid, names.*,
+                   person.* EXCLUDE (person_key), NULL::VARCHAR AS swap_person, NULL::VARCHAR AS swap_persons
+            FROM names JOIN person USING (person_key)
+            ORDER BY person_key, name_s
+            """
+        ).df()
+
+    def name_frequencies(self) -> pd.DataFrame:
+        """Term frequencies of the names over every known person (Splink's tf table for ``name_s``)."""
+        return self.con.execute(
+            """
+            WITH names AS (SELECT DISTINCT person_key, n.name_s FROM keyed k JOIN m_name n ON n.ct = k.qi_name)
+            SELECT name_s, count(*)::DOUBLE / sum(count(*)) OVER () AS tf_name_s FROM names
+            WHERE name_s IS NOT NULL GROUP BY name_s
+            """
+        ).df()
+
+    def candidates(self, left: pd.DataFrame) -> str:
+        """A query of the persons sharing any blocking key with the ``left`` records (registered as ``lk``)."""
+        keys = left[["name_s", "pinyin", "birth_date", "sex", "phone", "household_set", "swap_persons"]]
+        self.register("lk", keys)
+        return f"""
+            SELECT k.person_key FROM keyed k JOIN m_name n ON n.ct = k.qi_name
+              WHERE n.name_s IN (SELECT name_s FROM lk) OR n.pinyin IN (SELECT pinyin FROM lk)
+            UNION SELECT k.person_key FROM keyed k JOIN m_birth_date b ON b.ct = k.qi_birth_date
+              JOIN m_sex x ON x.ct = k.qi_sex
+              WHERE (b.v, x.v) IN (SELECT (birth_date, sex) FROM lk)
+            UNION SELECT person_key FROM keyed WHERE phone_token IN (SELECT phone FROM lk)
+            UNION SELECT person_key FROM keyed
+              WHERE household_token IN (SELECT unnest(string_split(household_set, '{SEP}')) FROM lk)
+            UNION SELECT unnest(string_split(swap_persons, '{SEP}')) FROM lk
+        """
+
+    def implied_households(self, tokens: Iterable[str]) -> pd.Series:
+        """For 低保 household tokens: the hukou household tokens of their keyed members (';'-joined)."""
+        wanted = pd.DataFrame({"t": pd.Series(list(tokens), dtype=_TEXT)})
+        self.register("wanted_households", wanted)
+        frame = self.con.execute(
+            f"""
+            SELECT d.household_token AS dibao, string_agg(DISTINCT h.household_token, '{SEP}') AS hukou
+            FROM keyed d JOIN keyed h USING (person_key)
+            WHERE d.dataset = 'minzheng.dibao' AND h.dataset = 'gongan.hukou'
+              AND d.household_token IN (SELECT t FROM wanted_households) AND h.household_token IS NOT NULL
+            GROUP BY 1
+            """
+        ).df()
+        return frame.set_index("dibao")["hukou"]
