@@ -45,7 +45,7 @@ class ModelSettings:
 
     threshold: float = 0.95  # placement probability (share among candidates) the best person needs
     min_weight: float = -2.0  # the best person's Splink match weight (log2 odds) must reach this
-    u_max_pairs: float = 2e6
+    u_max_pairs: float = 1e6
     train_persons: int = 50_000  # random persons whose profiles train the model (u sampling, EM)
     em_sample: int = 20_000  # their keyed records that join the unkeyed ones for EM training
     seed: int = 1
@@ -159,7 +159,7 @@ def _blocking() -> list[Any]:
     return [
         block_on("name_s"),
         block_on("pinyin"),
-        block_on("birth_date", "sex"),
+        block_on("birth_date", "sex", "county"),
         CustomRule("l.phone = r.phone"),
         CustomRule("l.household = r.household"),
         CustomRule("l.swap_person = r.person_key"),
@@ -218,6 +218,20 @@ def train(
     linker.training.estimate_parameters_using_expectation_maximisation(block_on("birth_date", "sex"))
     model: dict[str, Any] = linker.misc.save_model_to_json()
     model["probability_two_random_records_match"] = 1.0 / max(persons, 2)
+    return _bounded(model)
+
+
+#: EM can drive a level it never saw towards zero; Splink refuses to load values below 1e-300
+_FLOOR = 1e-9
+
+
+def _bounded(model: dict[str, Any]) -> dict[str, Any]:
+    """The model with every m and u probability kept within [1e-9, 1], so it loads and scores finitely."""
+    for comparison in model.get("comparisons", []):
+        for level in comparison.get("comparison_levels", []):
+            for key in ("m_probability", "u_probability"):
+                if level.get(key) is not None:
+                    level[key] = min(1.0, max(_FLOOR, float(level[key])))
     return model
 
 

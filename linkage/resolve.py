@@ -148,17 +148,17 @@ def _frame(df: pd.DataFrame) -> pd.DataFrame:
 
 def _prepare(ws: Workspace, index: pd.DataFrame, keyring: Keyring) -> pd.DataFrame:
     """Tables ``tok`` (every token -> person) and ``keyed``; returns the tokens no person had yet, with keys."""
-    ws.register("tok", index[["link_token", "person_key"]].astype(_TEXT))
-    fresh_tokens = ws.sql(
-        "SELECT link_token, any_value(id_ciphertext) AS id_ciphertext FROM rec "
-        "WHERE link_token IS NOT NULL AND link_token NOT IN (SELECT link_token FROM tok) GROUP BY 1 ORDER BY 1"
-    ).df()
-    fresh_tokens["person_key"] = new_keys(len(fresh_tokens))
-    fresh_tokens["key_version"] = _token_version(fresh_tokens["link_token"].astype("string"))
-    ws.register("newtok", fresh_tokens[["link_token", "person_key"]].astype(_TEXT))
+    ws.register("tok", pa.Table.from_pandas(index[["link_token", "person_key"]].astype(_TEXT), preserve_index=False))
+    found = ws.sql(
+        "SELECT link_token, any_value(id_ciphertext) AS id_ciphertext, "
+        "CAST(regexp_extract(link_token, '^t(\\d+)\\.', 1) AS BIGINT) AS key_version FROM rec "
+        "WHERE link_token IS NOT NULL AND link_token NOT IN (SELECT link_token FROM tok) GROUP BY 1"
+    ).to_arrow_table()
+    fresh = found.append_column("person_key", pa.array(new_keys(found.num_rows), pa.string()))
+    ws.register("newtok", fresh.select(["link_token", "person_key"]))
     ws.sql("INSERT INTO tok SELECT link_token, person_key FROM newtok")
-    ws.sql("CREATE TABLE keyed AS SELECT r.*, t.person_key FROM rec r JOIN tok t USING (link_token)")
-    return fresh_tokens
+    ws.sql("CREATE VIEW keyed AS SELECT r.*, t.person_key FROM rec r JOIN tok t USING (link_token)")
+    return fresh.to_pandas()
 
 
 def link(
@@ -363,31 +363,46 @@ def _place(
     ws: Workspace, targets: pd.DataFrame, keyring: Keyring, run_dir: Path, options: probabilistic.ModelSettings
 ) -> tuple[pd.DataFrame, Path]:
     """Train on this data, predict for ``targets`` (dataset, record_id), decide; one row per scored uid."""
+    clock = [time.perf_counter()]
+
+    def step(name: str, rows: int) -> None:
+        now = time.perf_counter()
+        log.info("probabilistic pass: %s, %d rows, %.2fs", name, rows, now - clock[0])
+        clock[0] = now
+
     ws.decrypt_maps(keyring, "true")
+    ws.decode_keyed()
+    step("decrypted distinct quasi-identifiers", ws.scalar("SELECT count(*) FROM m_name"))
     ws.register("targets", targets.astype(_TEXT))
     records = ws.sql(ws.decoded("(SELECT r.* FROM rec r JOIN targets USING (dataset, record_id))")).df()
     left = _left(ws, records)
-    persons = ws.scalar("SELECT count(DISTINCT person_key) FROM keyed")
+    ws.drop_ciphertexts()  # everything below reads the decoded tables; this run's memory peak is here
+    step("records to place", len(left))
+    persons = ws.scalar("SELECT count(DISTINCT person_key) FROM dk")
     name_tf = ws.name_frequencies()
     sample = min(options.train_persons, persons)
     ws.sql(
-        f"CREATE TABLE trainees AS SELECT person_key FROM (SELECT DISTINCT person_key FROM keyed) "
+        f"CREATE TABLE trainees AS SELECT person_key FROM (SELECT DISTINCT person_key FROM dk) "
         f"USING SAMPLE reservoir({sample} ROWS) REPEATABLE ({options.seed})"
     )
+    step("name frequencies", len(name_tf))
     train_right = _frame(ws.profiles("SELECT person_key FROM trainees"))
+    step("training profiles", len(train_right))
     known = ws.sql(
-        ws.decoded(
-            f"(SELECT * FROM keyed WHERE person_key IN (SELECT person_key FROM trainees) "
-            f"USING SAMPLE reservoir({options.em_sample} ROWS) REPEATABLE ({options.seed}))"
-        )
+        f"SELECT * FROM (SELECT * FROM dk WHERE person_key IN (SELECT person_key FROM trainees)) "
+        f"USING SAMPLE reservoir({options.em_sample} ROWS) REPEATABLE ({options.seed})"
     ).df()
     trainer = _left(ws, known.assign(swap_tokens=pd.NA))
     trainer["uid"] = "k|" + pd.Series(np.arange(len(trainer)), dtype="string").to_numpy()
+    step("training records", len(trainer))
     model = probabilistic.train(
         _frame(pd.concat([left, trainer], ignore_index=True)), train_right, persons, options, name_tf
     )
+    step("trained (u sampling, EM)", len(trainer) + len(left))
     right = _frame(ws.profiles(ws.candidates(left)))
+    step("candidate profiles", len(right))
     pairs = probabilistic.predict(_frame(left), right, model, name_tf)
+    step("scored pairs", len(pairs))
     decided = probabilistic.decide(pairs, options)
     path = probabilistic.save_model(model, run_dir / f"model-{uuid.uuid4().hex[:8]}.json", options)
     return decided, path

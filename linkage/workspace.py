@@ -101,15 +101,14 @@ class Workspace:
             if c not in names
         ]  # batches staged before these fields existed
         extra = (", " + ", ".join(missing)) if missing else ""
+        # a record staged twice (an update, or a row a drop repeats) counts once, as its newest version
         self.con.execute(
             f"""
             CREATE TABLE rec AS
-            SELECT * EXCLUDE (rn, id_status),
+            SELECT * EXCLUDE (id_status),
                    coalesce(id_status, CASE WHEN link_token IS NULL THEN 'missing' ELSE 'valid' END) AS id_status
-            FROM (
-                SELECT *{extra}, row_number() OVER (PARTITION BY dataset, record_id ORDER BY ord DESC) AS rn
-                FROM scan
-            ) WHERE rn = 1
+            FROM (SELECT *{extra} FROM scan)
+            QUALIFY row_number() OVER (PARTITION BY dataset, record_id ORDER BY ord DESC) = 1
             """
         )
         return self.scalar("SELECT count(*) FROM rec")
@@ -146,6 +145,21 @@ class Workspace:
             LEFT JOIN m_community m ON m.ct = s.qi_community
         """
 
+    def decode_keyed(self) -> None:
+        """Table ``dk``: every keyed record's person and decrypted fields, once (profiles and blocking read it)."""
+        self.con.execute(
+            "CREATE OR REPLACE TABLE dk AS SELECT person_key, dataset, record_id, name_s, pinyin, surname, "
+            "given_pinyin, "
+            "birth_date, sex, county, community, phone_token, household_token "
+            f"FROM ({self.decoded('keyed')})"
+        )
+
+    def drop_ciphertexts(self) -> None:
+        """Free the ciphertext columns of ``rec`` once they are decoded (and ``keyed``, which reads them)."""
+        self.con.execute("DROP VIEW IF EXISTS keyed")
+        for column in (*QI, "id_ciphertext"):
+            self.con.execute(f"ALTER TABLE rec DROP COLUMN IF EXISTS {column}")
+
     def profiles(self, persons: str) -> pd.DataFrame:
         """One row per person (of the ``persons`` query) and name variant, every value seen as ';'-joined sets."""
         agg = ", ".join(
@@ -157,7 +171,7 @@ class Workspace:
         )  # fmt: skip
         return self.con.execute(
             f"""
-            WITH src AS ({self.decoded(f"(SELECT * FROM keyed WHERE person_key IN ({persons}))")}),
+            WITH src AS (SELECT * FROM dk WHERE person_key IN ({persons})),
             person AS (
                 SELECT person_key, {agg}, string_agg(DISTINCT name_s, '{SEP}' ORDER BY name_s) AS name_s_set
                 FROM src GROUP BY person_key
@@ -176,7 +190,7 @@ class Workspace:
         """Term frequencies of the names over every known person (Splink's tf table for ``name_s``)."""
         return self.con.execute(
             """
-            WITH names AS (SELECT DISTINCT person_key, n.name_s FROM keyed k JOIN m_name n ON n.ct = k.qi_name)
+            WITH names AS (SELECT DISTINCT person_key, name_s FROM dk)
             SELECT name_s, count(*)::DOUBLE / sum(count(*)) OVER () AS tf_name_s FROM names
             WHERE name_s IS NOT NULL GROUP BY name_s
             """
@@ -184,16 +198,14 @@ class Workspace:
 
     def candidates(self, left: pd.DataFrame) -> str:
         """A query of the persons sharing any blocking key with the ``left`` records (registered as ``lk``)."""
-        keys = left[["name_s", "pinyin", "birth_date", "sex", "phone", "household_set", "swap_persons"]]
+        keys = left[["name_s", "pinyin", "birth_date", "sex", "county", "phone", "household_set", "swap_persons"]]
         self.register("lk", keys)
         return f"""
-            SELECT k.person_key FROM keyed k JOIN m_name n ON n.ct = k.qi_name
-              WHERE n.name_s IN (SELECT name_s FROM lk) OR n.pinyin IN (SELECT pinyin FROM lk)
-            UNION SELECT k.person_key FROM keyed k JOIN m_birth_date b ON b.ct = k.qi_birth_date
-              JOIN m_sex x ON x.ct = k.qi_sex
-              WHERE (b.v, x.v) IN (SELECT (birth_date, sex) FROM lk)
-            UNION SELECT person_key FROM keyed WHERE phone_token IN (SELECT phone FROM lk)
-            UNION SELECT person_key FROM keyed
+            SELECT person_key FROM dk WHERE name_s IN (SELECT name_s FROM lk) OR pinyin IN (SELECT pinyin FROM lk)
+            UNION SELECT person_key FROM dk
+              WHERE (birth_date, sex, county) IN (SELECT (birth_date, sex, county) FROM lk)
+            UNION SELECT person_key FROM dk WHERE phone_token IN (SELECT phone FROM lk)
+            UNION SELECT person_key FROM dk
               WHERE household_token IN (SELECT unnest(string_split(household_set, '{SEP}')) FROM lk)
             UNION SELECT unnest(string_split(swap_persons, '{SEP}')) FROM lk
         """
@@ -205,7 +217,7 @@ class Workspace:
         frame = self.con.execute(
             f"""
             SELECT d.household_token AS dibao, string_agg(DISTINCT h.household_token, '{SEP}') AS hukou
-            FROM keyed d JOIN keyed h USING (person_key)
+            FROM dk d JOIN dk h USING (person_key)
             WHERE d.dataset = 'minzheng.dibao' AND h.dataset = 'gongan.hukou'
               AND d.household_token IN (SELECT t FROM wanted_households) AND h.household_token IS NOT NULL
             GROUP BY 1
