@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from linkage import probabilistic, store
@@ -70,10 +71,6 @@ class LinkResult:
         return {k: v for k, v in self.__dict__.items() if k not in {"model_path", "seconds", "run_id"}} | {
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()}
         }
-
-
-def _token_version(tokens: pd.Series) -> pd.Series:
-    return tokens.str.extract(r"^t(\d+)\.", expand=False).astype("Int64")
 
 
 def rekey(index: pd.DataFrame, keyring: Keyring) -> pd.DataFrame:
@@ -146,19 +143,28 @@ def _frame(df: pd.DataFrame) -> pd.DataFrame:
     return out.astype(object).where(out.notna(), None).reset_index(drop=True)
 
 
-def _prepare(ws: Workspace, index: pd.DataFrame, keyring: Keyring) -> pd.DataFrame:
-    """Tables ``tok`` (every token -> person) and ``keyed``; returns the tokens no person had yet, with keys."""
-    ws.register("tok", pa.Table.from_pandas(index[["link_token", "person_key"]].astype(_TEXT), preserve_index=False))
+def _prepare(ws: Workspace, index: pd.DataFrame) -> pa.Table:
+    """Tables ``tok`` (every token -> person) and view ``keyed``; returns the new tokens' index rows, keys minted."""
+    known = pa.Table.from_pandas(index[["link_token", "person_key"]].astype(_TEXT), preserve_index=False)
+    ws.con.register("known_tokens", known)
     found = ws.sql(
-        "SELECT link_token, any_value(id_ciphertext) AS id_ciphertext, "
-        "CAST(regexp_extract(link_token, '^t(\\d+)\\.', 1) AS BIGINT) AS key_version FROM rec "
-        "WHERE link_token IS NOT NULL AND link_token NOT IN (SELECT link_token FROM tok) GROUP BY 1"
+        "SELECT link_token, any_value(id_ciphertext) AS id_ciphertext FROM rec WHERE link_token IS NOT NULL "
+        "AND link_token NOT IN (SELECT link_token FROM known_tokens) GROUP BY link_token"
     ).to_arrow_table()
-    fresh = found.append_column("person_key", pa.array(new_keys(found.num_rows), pa.string()))
-    ws.register("newtok", fresh.select(["link_token", "person_key"]))
-    ws.sql("INSERT INTO tok SELECT link_token, person_key FROM newtok")
+    parts = pc.extract_regex(found["link_token"].combine_chunks(), r"^t(?P<v>\d+)\.")
+    version = pc.cast(pc.struct_field(parts, "v"), pa.int64())
+    minted = found.append_column("person_key", pa.array(new_keys(found.num_rows), pa.string())).append_column(
+        "key_version", version
+    )
+    ws.con.register("minted_tokens", minted)
+    ws.sql(
+        "CREATE TABLE tok AS SELECT link_token, person_key FROM known_tokens "
+        "UNION ALL SELECT link_token, person_key FROM minted_tokens"
+    )
+    ws.con.unregister("known_tokens")
+    ws.con.unregister("minted_tokens")
     ws.sql("CREATE VIEW keyed AS SELECT r.*, t.person_key FROM rec r JOIN tok t USING (link_token)")
-    return fresh.to_pandas()
+    return minted
 
 
 def link(
@@ -218,7 +224,7 @@ def link(
         lap("read")
 
         say("exact pass on link tokens")
-        minted = _prepare(ws, pd.concat([index, rekeyed], ignore_index=True), keyring)
+        minted = _prepare(ws, pd.concat([index, rekeyed], ignore_index=True))
         exact = ws.sql(
             "SELECT r.dataset, r.record_id, r.batch_id, t.person_key, 'exact' AS match_kind, "
             "1.0::DOUBLE AS match_probability, r.id_status FROM rec r JOIN tok t USING (link_token) WHERE r.fresh"
@@ -249,8 +255,9 @@ def link(
         ).df()
         result.merges = len(events)
         replaced = ws.sql("SELECT a.dataset, a.record_id FROM assigned a JOIN prev p USING (dataset, record_id)").df()
+        ws.con.register("minted_tokens", minted)
         new_person_keys = ws.sql(
-            "SELECT person_key FROM newtok UNION SELECT person_key FROM placed WHERE match_kind = 'new' "
+            "SELECT person_key FROM minted_tokens UNION SELECT person_key FROM placed WHERE match_kind = 'new' "
             "EXCEPT SELECT person_key FROM prev"
         ).df()["person_key"]
         lineage = ws.sql("SELECT * FROM assigned").to_arrow_table()
@@ -266,13 +273,8 @@ def link(
         store.write_rows(
             conn, store.link_person, pd.DataFrame({"person_key": new_person_keys.to_numpy(), "created_run": run_id})
         )
-        store.write_rows(
-            conn,
-            store.link_identity,
-            pd.concat(
-                [rekeyed, minted[["link_token", "person_key", "key_version", "id_ciphertext"]]], ignore_index=True
-            ),
-        )
+        store.write_rows(conn, store.link_identity, rekeyed)
+        store.write_arrow(conn, store.link_identity, minted)
         store.delete_keys(conn, store.link_record, replaced)
         store.write_arrow(
             conn, store.link_record, lineage.append_column("run_id", pa.array([run_id] * lineage.num_rows, pa.int64()))
@@ -470,6 +472,7 @@ def explain(
             f"CREATE TABLE keyed AS SELECT r.*, t.person_key FROM rec r JOIN tok t USING (link_token) WHERE NOT {where}"
         )
         ws.decrypt_maps(keyring, "true")
+        ws.decode_keyed()
         target = ws.sql(ws.decoded(f"(SELECT * FROM rec WHERE {where})")).df()
         left = _left(ws, target.assign(link_token=pd.NA))
         right = _frame(ws.profiles(ws.candidates(left)))
