@@ -52,11 +52,14 @@ class ModelSettings:
 
 
 def _quiet_splink() -> None:
-    """Splink logs SQL and counts at INFO; keep it to warnings (it logs no record values either way)."""
-    logging.getLogger("splink").setLevel(logging.WARNING)
+    """Keep Splink to errors: its INFO is SQL and counts, and its warnings are about levels EM saw too rarely to
+    train, which the model's m priors and bounds already cover (it logs no record values either way)."""
+    logging.getLogger("splink").setLevel(logging.ERROR)
 
 
-def _comparisons() -> list[Any]:
+def _comparisons(persons: int) -> list[Any]:
+    """The comparisons; ``persons`` sets the u prior of levels two random records almost never reach (a shared
+    phone, household or swapped ID), which random sampling cannot count often enough to estimate."""
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
 
@@ -92,22 +95,25 @@ def _comparisons() -> list[Any]:
                 "AND substr(birth_date_l, 6, 2) = substr(birth_date_r, 9, 2) "
                 "AND substr(birth_date_l, 9, 2) = substr(birth_date_r, 6, 2)",
                 label_for_charts="day and month swapped",
-            ).configure(m_probability=0.002),
+            ).configure(m_probability=0.002, fix_m_probability=True),  # too rare for EM: it drives m to zero
             cll.CustomLevel(
                 "damerau_levenshtein(birth_date_l, birth_date_r) <= 1", label_for_charts="one typo or transposition"
-            ).configure(m_probability=0.01),
+            ).configure(m_probability=0.01, fix_m_probability=True),
             cll.ElseLevel(),
         ],
     )
 
-    def set_match(column: str, label: str) -> Any:
+    rare = 1.0 / max(persons, 2)
+
+    def set_match(column: str, label: str, u_prior: float | None = None) -> Any:
+        agree = cll.CustomLevel(contains(column), label_for_charts=label)
         return cl.CustomComparison(
             output_column_name=column,
             comparison_levels=[
                 cll.CustomLevel(f"{column}_l IS NULL OR {column}_r IS NULL", label_for_charts="missing").configure(
                     is_null_level=True
                 ),
-                cll.CustomLevel(contains(column), label_for_charts=label),
+                agree.configure(u_probability=u_prior) if u_prior else agree,
                 cll.ElseLevel(),
             ],
         )
@@ -122,7 +128,7 @@ def _comparisons() -> list[Any]:
                 f"len(list_intersect(string_split(household_set_l, '{SEP}'), string_split(household_set_r, '{SEP}')))"
                 " > 0",
                 label_for_charts="same household",
-            ),
+            ).configure(u_probability=3 * rare),
             cll.ElseLevel(),
         ],
     )
@@ -136,8 +142,11 @@ def _comparisons() -> list[Any]:
                 f"list_contains(string_split(swap_persons_l, '{SEP}'), person_key_r) "
                 f"OR list_contains(string_split(swap_persons_r, '{SEP}'), person_key_l)",
                 label_for_charts="the ID with two adjacent digits swapped is this person's",
+            ).configure(m_probability=0.95, u_probability=rare, fix_m_probability=True, fix_u_probability=True),
+            # fixed, not trained: EM sees too few such pairs, and an m it drives to zero stops the session
+            cll.ElseLevel().configure(
+                m_probability=0.05, u_probability=1 - rare, fix_m_probability=True, fix_u_probability=True
             ),
-            cll.ElseLevel(),
         ],
     )
     return [
@@ -146,7 +155,7 @@ def _comparisons() -> list[Any]:
         set_match("sex", "same sex"),
         set_match("county", "same county"),
         set_match("community", "same community"),
-        set_match("phone", "same phone"),
+        set_match("phone", "same phone", u_prior=rare),
         households,
         swap,
     ]
@@ -174,7 +183,7 @@ def settings_for(persons: int, retain: bool) -> Any:
     return SettingsCreator(
         link_type="link_only",
         unique_id_column_name="uid",
-        comparisons=_comparisons(),
+        comparisons=_comparisons(persons),
         blocking_rules_to_generate_predictions=_blocking(),
         probability_two_random_records_match=1.0 / max(persons, 2),
         retain_matching_columns=retain,
@@ -212,10 +221,16 @@ def train(
 
     linker = _linker(left, right, settings_for(persons, retain=False), name_tf, threads=1)
     linker.training.estimate_u_using_random_sampling(max_pairs=options.u_max_pairs, seed=options.seed)
-    linker.training.estimate_parameters_using_expectation_maximisation(
-        block_on("name_s"), estimate_without_term_frequencies=True
-    )
-    linker.training.estimate_parameters_using_expectation_maximisation(block_on("birth_date", "sex"))
+    sessions = (("name", block_on("name_s"), True), ("birth date and sex", block_on("birth_date", "sex"), False))
+    for label, rule, without_tf in sessions:
+        try:
+            linker.training.estimate_parameters_using_expectation_maximisation(
+                rule, estimate_without_term_frequencies=without_tf
+            )
+        except ValueError as exc:
+            # Splink refuses an m that EM drives below 1e-300 (a level true matches never reach in this block)
+            # and stops the session there; the model goes on with the estimates it has, bounded below
+            log.warning("EM blocked on %s stopped early: %s", label, str(exc).split(".")[0])
     model: dict[str, Any] = linker.misc.save_model_to_json()
     model["probability_two_random_records_match"] = 1.0 / max(persons, 2)
     return _bounded(model)

@@ -383,16 +383,17 @@ def _place(
     persons = ws.scalar("SELECT count(DISTINCT person_key) FROM dk")
     name_tf = ws.name_frequencies()
     sample = min(options.train_persons, persons)
+    # the same persons every run over the same data (keys are random, tokens are not): reproducible training
     ws.sql(
-        f"CREATE TABLE trainees AS SELECT person_key FROM (SELECT DISTINCT person_key FROM dk) "
-        f"USING SAMPLE reservoir({sample} ROWS) REPEATABLE ({options.seed})"
+        f"CREATE TABLE trainees AS SELECT person_key FROM tok GROUP BY person_key "
+        f"ORDER BY hash(min(link_token) || '{options.seed}') LIMIT {sample}"
     )
     step("name frequencies", len(name_tf))
     train_right = _frame(ws.profiles("SELECT person_key FROM trainees"))
     step("training profiles", len(train_right))
     known = ws.sql(
-        f"SELECT * FROM (SELECT * FROM dk WHERE person_key IN (SELECT person_key FROM trainees)) "
-        f"USING SAMPLE reservoir({options.em_sample} ROWS) REPEATABLE ({options.seed})"
+        f"SELECT * FROM dk WHERE person_key IN (SELECT person_key FROM trainees) "
+        f"ORDER BY hash(dataset || '|' || record_id || '{options.seed}') LIMIT {options.em_sample}"
     ).df()
     trainer = _left(ws, known.assign(swap_tokens=pd.NA))
     trainer["uid"] = "k|" + pd.Series(np.arange(len(trainer)), dtype="string").to_numpy()

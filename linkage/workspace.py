@@ -148,7 +148,7 @@ class Workspace:
     def decode_keyed(self) -> None:
         """Table ``dk``: every keyed record's person and decrypted fields, once (profiles and blocking read it)."""
         self.con.execute(
-            "CREATE OR REPLACE TABLE dk AS SELECT person_key, dataset, record_id, name_s, pinyin, surname, "
+            "CREATE OR REPLACE TABLE dk AS SELECT person_key, link_token, dataset, record_id, name_s, pinyin, surname, "
             "given_pinyin, "
             "birth_date, sex, county, community, phone_token, household_token "
             f"FROM ({self.decoded('keyed')})"
@@ -173,16 +173,18 @@ class Workspace:
             f"""
             WITH src AS (SELECT * FROM dk WHERE person_key IN ({persons})),
             person AS (
-                SELECT person_key, {agg}, string_agg(DISTINCT name_s, '{SEP}' ORDER BY name_s) AS name_s_set
+                SELECT person_key, {agg}, string_agg(DISTINCT name_s, '{SEP}' ORDER BY name_s) AS name_s_set,
+                       min(link_token) AS first_token
                 FROM src GROUP BY person_key
             ),
             names AS (
                 SELECT DISTINCT person_key, name_s, pinyin, surname, given_pinyin FROM src WHERE name_s IS NOT NULL
             )
-            SELECT 'p' || row_number() OVER (ORDER BY person_key, name_s) AS uid, names.*,
-                   person.* EXCLUDE (person_key), NULL::VARCHAR AS swap_person, NULL::VARCHAR AS swap_persons
+            SELECT 'p' || row_number() OVER (ORDER BY first_token, name_s) AS uid, names.*,
+                   person.* EXCLUDE (person_key, first_token), NULL::VARCHAR AS swap_person,
+                   NULL::VARCHAR AS swap_persons
             FROM names JOIN person USING (person_key)
-            ORDER BY person_key, name_s
+            ORDER BY first_token, name_s
             """
         ).df()
 
