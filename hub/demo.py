@@ -13,14 +13,17 @@ from hub.settings import Settings
 @click.option("--residents", default=20_000, show_default=True, help="Synthetic residents to generate.")
 @click.option("--seed", default=1, show_default=True, help="Seed of the synthetic population.")
 def demo(residents: int, seed: int) -> None:
-    """Generate a synthetic population, serve the six department systems on 127.0.0.1, ingest them all.
+    """Generate a synthetic population, serve the six department systems on 127.0.0.1, ingest them all, link.
 
-    Everything goes under $HUB_HOME (default ./var). A second run continues incrementally.
+    Everything goes under $HUB_HOME (default: var/ of the checkout; `hub settings` shows it). A second run
+    continues incrementally: nothing new is staged or linked.
     """
     from rich.console import Console
 
     from connectors.registry import registry
     from hub.ingest_cli import print_summary, report_failures, run_ingest
+    from hub.link_cli import print_link_summary, run_link
+    from linkage.evaluate import evaluate
     from privacy.keyring import init_keyfile
     from simulators.generate import generate
     from simulators.http_server import start_servers
@@ -47,6 +50,16 @@ def demo(residents: int, seed: int) -> None:
             console.print(f"simulated {system} system at {url}")
         results = run_ingest(list(registry()), settings)
     print_summary(results)
+    console.print("\n[bold]Identity resolution[/]")
+    link_result = run_link(settings)
+    print_link_summary(link_result)
+    engine = settings.engine()
+    try:
+        quality = evaluate(engine, settings.sim_data / "truth" / "records.parquet", settings.load_keyring())
+    finally:
+        engine.dispose()
+    for line in quality.lines():
+        console.print(f"  {line}")
     home = settings.home
     console.print("\n[bold]Where to look[/]")
     console.print(
@@ -54,7 +67,8 @@ def demo(residents: int, seed: int) -> None:
     )
     console.print(f"  encrypted quarantine         : {home / 'quarantine'}  (hub quarantine list)")
     console.print(f"  GX results (no values)       : {home / 'runs' / 'gx'}")
-    console.print(f"  incremental state            : {settings.database_url}")
+    console.print(f"  incremental state, identity  : {settings.database_url}  (link_person, link_record, …)")
+    console.print(f"  linkage models               : {home / 'runs' / 'link'}  (hub link explain RECORD_ID)")
     console.print(f"  synthetic sources and truth  : {settings.sim_data}")
     console.print(f"  privacy officer's report     : hub privacy report --out {home / 'report'}")
     report_failures(results)

@@ -202,6 +202,7 @@ def _linker(left: pd.DataFrame, right: pd.DataFrame, settings: Any, name_tf: pd.
     api = DuckDBAPI()
     api.duckdb_con.execute(f"SET threads TO {threads}")
     api.duckdb_con.execute("SET enable_progress_bar = false")
+    api.duckdb_con.execute("SET temp_directory = ''")  # never spill: the tables hold decrypted values
     tables = [api.register(left, dataset_display_name=LEFT), api.register(right, dataset_display_name=RIGHT)]
     linker = Linker(tables, settings, log_level=None)
     if name_tf is not None:

@@ -62,6 +62,7 @@ class Workspace:
         self.con = duckdb.connect()
         self.con.execute(f"SET threads TO {threads}")
         self.con.execute("SET enable_progress_bar = false")
+        self.con.execute("SET temp_directory = ''")  # never spill: decrypted values must not reach a disk
 
     def close(self) -> None:
         """Free the in-memory database (and every decrypted value in it)."""
