@@ -24,6 +24,7 @@ from privacy.audit_log import LogVerification, read_entries, verify_log
 from privacy.coverage import CoverageResult, check_coverage
 from privacy.keyring import Keyring, KeyringError
 from privacy.policy import LINKAGE_DOMAIN, LINKAGE_QI_DOMAIN, Policy
+from schemas.base import write_atomic
 from schemas.contract import Contract
 from schemas.id_number import check_character
 
@@ -492,14 +493,10 @@ def render_html(report: Mapping[str, Any]) -> str:
 
 
 def write_report(report: Mapping[str, Any], out_dir: Path | str) -> tuple[Path, Path]:
-    """Write report.json and report.html into ``out_dir``; return their paths."""
+    """Write report.json and report.html into ``out_dir`` (files 0600, folder 0700); return their paths."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    json_path, html_path = out / "report.json", out / "report.html"
-    json_path.write_text(
-        json.dumps(report, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8"
-    )
-    html_path.write_text(render_html(report), encoding="utf-8")
+    json_path = write_atomic(out / "report.json", json.dumps(report, ensure_ascii=False, indent=2, default=str) + "\n")
+    html_path = write_atomic(out / "report.html", render_html(report))
     return json_path, html_path
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,9 @@ def test_report_on_sqlite(
     assert clean.exit_code == 0, clean.output
     report = _check_report(hub_env / "r1", published, people, leaked=False)
     assert report["keys"]["active"] == 1 and report["keys"]["source"] == KEYRING_ENV
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (hub_env / "r1").iterdir()}
+    assert modes == {"report.json": 0o600, "report.html": 0o600}
+    assert stat.S_IMODE((hub_env / "r1").stat().st_mode) == 0o700
     _add_leak(url, people)
     leaky = runner.invoke(
         privacy, ["report", "--out", str(hub_env / "r2"), "--database-url", url, "--truth", str(truth)]
