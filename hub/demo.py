@@ -34,15 +34,11 @@ def demo(residents: int, seed: int) -> None:
     keyfile = settings.keyring
     if settings.keyring_json is None and not keyfile.exists():
         init_keyfile(keyfile)
-        console.print(
-            f"[yellow]demo keyring written to {keyfile} (mode 0600): a local keyfile is for the demo only[/]"
-        )
+        console.print(f"[yellow]demo keyring written to {keyfile} (mode 0600): a local keyfile is for the demo only[/]")
     manifest = settings.sim_data / "manifest.json"
     made = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
     if made.get("residents") != residents or made.get("seed") != seed:
-        with console.status(
-            f"generating {residents:,} synthetic residents (seed {seed}) in {settings.sim_data}"
-        ):
+        with console.status(f"generating {residents:,} synthetic residents (seed {seed}) in {settings.sim_data}"):
             summary = generate(settings.sim_data, residents=residents, seed=seed)
         console.print(f"generated {sum(summary.rows.values()):,} source records in {summary.seconds:.1f}s")
     with start_servers(settings.sim_data) as servers:
@@ -62,9 +58,7 @@ def demo(residents: int, seed: int) -> None:
         console.print(f"  {line}")
     home = settings.home
     console.print("\n[bold]Where to look[/]")
-    console.print(
-        f"  staged pseudonymised batches : {home / 'staging'}/<dataset>/<batch>/"
-    )
+    console.print(f"  staged pseudonymised batches : {home / 'staging'}/<dataset>/<batch>/")
     console.print(f"  encrypted quarantine         : {home / 'quarantine'}  (hub quarantine list)")
     console.print(f"  GX results (no values)       : {home / 'runs' / 'gx'}")
     console.print(f"  incremental state, identity  : {settings.database_url}  (link_person, link_record, …)")

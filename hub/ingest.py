@@ -136,7 +136,11 @@ def _chunks(decl: SourceDecl, ctx: IngestContext, run: IncrementalRun | None) ->
                 f"no credential for system '{decl.system}' (set HUB_SOURCE_{name}_TOKEN or AIRFLOW_CONN_HUB_{name})",
             )
         with HttpSource(
-            decl.dataset, base, token=token, endpoint=endpoint_for(decl.dataset), lag=decl.lag,
+            decl.dataset,
+            base,
+            token=token,
+            endpoint=endpoint_for(decl.dataset),
+            lag=decl.lag,
             pages_per_chunk=max(1, BATCH_ROWS // decl.page_size),
         ) as http:
             yield from http.read(since=since)
@@ -148,8 +152,7 @@ def _chunks(decl: SourceDecl, ctx: IngestContext, run: IncrementalRun | None) ->
             raise SourceError(
                 decl.dataset,
                 "",
-                f"no database location (run `hub simulate generate` or set "
-                f"HUB_SOURCE_{decl.system.upper()}_URL)",
+                f"no database location (run `hub simulate generate` or set HUB_SOURCE_{decl.system.upper()}_URL)",
             )
         with SqlSource.from_location(decl.dataset, location, lag=decl.lag, chunk_rows=BATCH_ROWS) as table:
             yield from table.read(since=since)
@@ -184,9 +187,7 @@ def ingest_dataset(decl: SourceDecl, ctx: IngestContext, progress: Progress | No
                 if progress:
                     progress(decl.dataset, len(chunk))
         if decl.kind == "files":
-            result.rejected_files = [
-                (f.file_name, f.reason or "") for f in ctx.state.files(decl.dataset, ["rejected"])
-            ]
+            result.rejected_files = [(f.file_name, f.reason or "") for f in ctx.state.files(decl.dataset, ["rejected"])]
     except HubError as exc:
         result.error = str(exc)
         log.error("%s stopped: %s", decl.dataset, exc)
@@ -226,9 +227,7 @@ def _ingest_chunk(
             result.field_problems[problem] = result.field_problems.get(problem, 0) + count
         bad = raw.loc[checked.bad_index]
         if len(bad):
-            ctx.quarantine.put(
-                decl.dataset, batch_id, bad, checked.reasons.loc[bad.index], bad[SOURCE_POSITION]
-            )
+            ctx.quarantine.put(decl.dataset, batch_id, bad, checked.reasons.loc[bad.index], bad[SOURCE_POSITION])
             for reasons in checked.reasons.loc[bad.index]:
                 for reason in str(reasons).split(";"):
                     result.quarantine_reasons[reason] = result.quarantine_reasons.get(reason, 0) + 1
@@ -243,7 +242,8 @@ def _ingest_chunk(
                 f"or to accept it: hub ingest {decl.dataset} --max-quarantine-rate {min(1.0, rate + 0.005):.3f}"
             )
         unkeyed = id_only_failures(checked.reasons.loc[bad.index], contract)
-        to_protect = pd.concat([checked.good, conformed.data.loc[unkeyed]]) if len(unkeyed) else checked.good
+        rows_of = checked.cleaned if checked.cleaned is not None else conformed.data
+        to_protect = pd.concat([checked.good, rows_of.loc[unkeyed]]) if len(unkeyed) else checked.good
         t3 = time.perf_counter()
         protected = protect(to_protect, contract, ctx.policy, ctx.keyring)
         t4 = time.perf_counter()
@@ -261,10 +261,9 @@ def _ingest_chunk(
             "duplicates_skipped": len(chunk.frame) - len(raw),
             "contract_version": contract.version,
             "key_versions": dict(protected.key_versions),
-            "dropped_columns": sorted(
-                set(conformed.unknown_columns) | {d for d, *_ in _names(protected.dropped)}
-            ),
+            "dropped_columns": sorted(set(conformed.unknown_columns) | {d for d, *_ in _names(protected.dropped)}),
             "watermark_after": _watermark_json(run.next) if run else None,
+            "staged_at": time.time_ns(),
         }
         staging.write_batch(ctx.staging_root, manifest, protected.data, protected.linkage)
         result.times.protect += t4 - t3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,7 +62,9 @@ def run_ingest(datasets: list[str], settings: Settings, max_quarantine_rate: flo
                 try:
                     result = ingest_dataset(get_source(name), ctx, lambda _d, n, t=task: bar.advance(t, n))  # type: ignore[misc]
                 except Exception as exc:  # a bug in one dataset's path must not cost the others their run
-                    log.exception("%s: unexpected failure", name)
+                    # the stack, not the message: library messages may quote the cell that failed
+                    stack = "".join(traceback.format_tb(exc.__traceback__))
+                    log.error("%s: unexpected %s at\n%s", name, type(exc).__name__, stack)
                     result = IngestResult(name, error=f"unexpected {type(exc).__name__}; see the log above")
                 results.append(result)
                 bar.update(task, total=bar.tasks[task].completed)

@@ -20,12 +20,14 @@ def staged_refs(settings: Settings) -> list[BatchRef]:
     from linkage.resolve import BatchRef
 
     root = settings.home / "staging"
-    refs = [
-        BatchRef(m.dataset, m.batch_id, m.content_hash, staging.batch_dir(root, m.dataset, m.batch_id))
-        for m in staging.staged_batches(root)
-    ]
-    # staging order: a record staged twice (an update) is linked as its newest version
-    return sorted(refs, key=lambda r: (r.folder / staging.MANIFEST).stat().st_mtime_ns)
+    ordered = []
+    for m in staging.staged_batches(root):
+        folder = staging.batch_dir(root, m.dataset, m.batch_id)
+        # staging order, so a record staged twice (an update) is linked as its newest version; manifests
+        # written before staged_at existed fall back to their file time
+        ordered.append((m.staged_at or (folder / staging.MANIFEST).stat().st_mtime_ns, folder, m))
+    ordered.sort(key=lambda item: (item[0], str(item[1])))
+    return [BatchRef(m.dataset, m.batch_id, m.content_hash, folder) for _, folder, m in ordered]
 
 
 def run_link(settings: Settings, threshold: float | None = None, min_weight: float | None = None) -> LinkResult:

@@ -87,9 +87,7 @@ def check(policy_path: Path | None, contracts_dir: Path | None) -> None:
     for key in result.unused_entries:
         click.echo(f"warning: policy entry '{key}' matches no contract field", err=True)
     for f in result.uncovered:
-        click.echo(
-            f"UNCOVERED {f.qualified} ({f.label}, {f.privacy}): no treatment in {policy.path}", err=True
-        )
+        click.echo(f"UNCOVERED {f.qualified} ({f.label}, {f.privacy}): no treatment in {policy.path}", err=True)
     for f in result.invalid:
         click.echo(f"INVALID {f.qualified} ({f.label}): {f.problem}", err=True)
     if not result.ok:
@@ -97,10 +95,7 @@ def check(policy_path: Path | None, contracts_dir: Path | None) -> None:
             f"{len(result.uncovered)} uncovered and {len(result.invalid)} invalid field(s) "
             f"in {len(contracts)} contracts"
         )
-    click.echo(
-        f"privacy policy v{policy.version} covers all {len(result.fields)} fields "
-        f"of {len(contracts)} contracts"
-    )
+    click.echo(f"privacy policy v{policy.version} covers all {len(result.fields)} fields of {len(contracts)} contracts")
 
 
 @privacy.command("reveal")
@@ -151,9 +146,7 @@ def verify_log_command(log_path: Path | None) -> None:
 
 @privacy.command("report")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--database-url", default=None, help="Published database to scan for leaks and re-identification risk."
-)
+@click.option("--database-url", default=None, help="Published database to scan for leaks and re-identification risk.")
 @click.option(
     "--truth",
     type=click.Path(exists=True, path_type=Path),
@@ -210,9 +203,7 @@ def report_command(
         problems.append("plaintext found in the published database")
     failing = [r for r in report["reidentification"]["tables"] if not r["passes"]]
     if failing:
-        problems.append(
-            f"{len(failing)} quasi-identifier set(s) below k={report['reidentification']['threshold_k']}"
-        )
+        problems.append(f"{len(failing)} quasi-identifier set(s) below k={report['reidentification']['threshold_k']}")
     for p in problems:
         click.echo(f"attention: {p}", err=True)
 
@@ -232,8 +223,7 @@ def _keyfile(path: Path | None) -> Path:
     settings = Settings.from_env()
     if path is None and settings.keyring_json is not None:
         raise click.ClickException(
-            f"the keyring comes from {KEYRING_ENV}: change it in the secrets backend, "
-            "or pass --path for a keyfile"
+            f"the keyring comes from {KEYRING_ENV}: change it in the secrets backend, or pass --path for a keyfile"
         )
     return path or settings.keyring
 
@@ -269,9 +259,7 @@ def keys_rotate(path: Path | None) -> None:
         keyring = rotate_keyfile(target)
     except KeyringError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(
-        f"{target}: version {keyring.active_version} is now active; versions held {list(keyring.versions)}"
-    )
+    click.echo(f"{target}: version {keyring.active_version} is now active; versions held {list(keyring.versions)}")
     _reseal_if_hub_keyring(target, keyring)
 
 
@@ -301,9 +289,7 @@ def keys_destroy(version: int, yes: bool, path: Path | None) -> None:
     """Delete a key version: everything protected under it is crypto-shredded. Not the active one."""
     target = _keyfile(path)
     if not yes:
-        click.confirm(
-            f"Destroy key version {version}? Values under it can never be revealed again", abort=True
-        )
+        click.confirm(f"Destroy key version {version}? Values under it can never be revealed again", abort=True)
     try:
         _reseal_if_hub_keyring(target, Keyring.from_file(target))  # keep the log verifiable without that version
     except KeyringError as exc:

@@ -8,10 +8,12 @@ the hub is installed, so an Airflow worker started elsewhere finds the same stat
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from privacy.keyring import Keyring
 
 APP_DIR_NAME = "community-hub"
+_SECRET_PARAM = re.compile(r"pass|token|secret|key|credential|auth", re.IGNORECASE)
 
 
 class SettingsError(HubError):
@@ -144,12 +147,15 @@ class Settings:
     def engine(self) -> sa.Engine:
         """An engine on the hub database (SQLite files get their folder created, 0700)."""
         import sqlalchemy as sa
+        from sqlalchemy.engine import make_url
 
-        from schemas.base import private_dir
+        from schemas.base import private_dir, private_file
 
-        if self.database_url.startswith("sqlite:///"):
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
             private_dir(self.home)
-        return sa.create_engine(self.database_url)
+            private_file(url.database)  # it holds link tokens and ID ciphertexts: owner only
+        return sa.create_engine(url)
 
     @property
     def audit_log(self) -> Path:
@@ -224,5 +230,12 @@ def _redact_url(url: str) -> str:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        return url.split("@")[-1] if "@" in url else url
-    return parsed.render_as_string(hide_password=True)
+        parsed = None
+    if parsed is not None:
+        secret = {k: "redacted" for k in parsed.query if _SECRET_PARAM.search(k)}
+        return parsed.update_query_dict(secret).render_as_string(hide_password=True)
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = "&".join(f"{k}=redacted" if _SECRET_PARAM.search(k) else f"{k}={v}" for k, v in pairs)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

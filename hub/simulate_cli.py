@@ -27,8 +27,7 @@ def _generated_folder(path: Path) -> Path:
         raise click.ClickException(f"{path}: not a folder")
     if not (path / "manifest.json").is_file():
         raise click.ClickException(
-            f"{path}: not a generated simulator folder (no manifest.json); "
-            f"run `hub simulate generate --out {path}`"
+            f"{path}: not a generated simulator folder (no manifest.json); run `hub simulate generate --out {path}`"
         )
     return path
 

@@ -45,6 +45,7 @@ class StageManifest:
     content_hash: str
     files: dict[str, str] = field(default_factory=dict)
     unkeyed: int = 0  # rows staged without a usable ID number (also in quarantine), for linkage
+    staged_at: int | None = None  # time.time_ns() when staged: linkage reads batches in this order
     field_problems: dict[str, int] = field(default_factory=dict)  # optional values set missing, by field:reason
     watermark_after: dict[str, Any] | None = None  # the state this batch commits (see hub.ingest.roll_forward)
 
@@ -140,7 +141,6 @@ def staged_batches(root: Path, dataset: str | None = None) -> list[StageManifest
 def read_staged(root: Path, dataset: str, part: str = "data") -> pd.DataFrame:
     """All staged rows of a dataset (``part`` is "data" or "linkage"), for tests and the link stage."""
     frames = [
-        pd.read_parquet(batch_dir(root, dataset, m.batch_id) / f"{part}.parquet")
-        for m in staged_batches(root, dataset)
+        pd.read_parquet(batch_dir(root, dataset, m.batch_id) / f"{part}.parquet") for m in staged_batches(root, dataset)
     ]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

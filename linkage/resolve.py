@@ -80,7 +80,11 @@ def rekey(index: pd.DataFrame, keyring: Keyring) -> pd.DataFrame:
     if index.empty:
         return empty
     have = set(index.loc[index["key_version"] == active, "person_key"])
-    stale = index[(index["key_version"] != active) & index["id_ciphertext"].notna() & ~index["person_key"].isin(have)]
+    old = index[(index["key_version"] != active) & ~index["person_key"].isin(have)]
+    blind = old["id_ciphertext"].isna()
+    if blind.any():  # index rows written before the ID ciphertext was kept: these persons cannot be re-keyed
+        log.warning("%d persons have no ID ciphertext in the index and cannot be re-keyed", int(blind.sum()))
+    stale = old[~blind]
     stale = stale.drop_duplicates("person_key", keep="last")
     held = set(keyring.versions)
     version = stale["id_ciphertext"].str.extract(r"^e(\d+)\.", expand=False).astype(int)
@@ -91,7 +95,7 @@ def rekey(index: pd.DataFrame, keyring: Keyring) -> pd.DataFrame:
     if stale.empty:
         return empty
     ids = decrypt_series(stale["id_ciphertext"].astype("string"), keyring, LINKAGE_ID_DOMAIN)
-    return pd.DataFrame(
+    rows = pd.DataFrame(
         {
             "link_token": token_series(ids, keyring, LINKAGE_DOMAIN).to_numpy(),
             "person_key": stale["person_key"].to_numpy(),
@@ -99,6 +103,7 @@ def rekey(index: pd.DataFrame, keyring: Keyring) -> pd.DataFrame:
             "id_ciphertext": encrypt_series(ids, keyring, LINKAGE_ID_DOMAIN).to_numpy(),
         }
     )
+    return rows[~rows["link_token"].isin(set(index["link_token"]))]  # a token the index has already stays
 
 
 def new_keys(n: int) -> np.ndarray:
@@ -143,7 +148,7 @@ def _frame(df: pd.DataFrame) -> pd.DataFrame:
     return out.astype(object).where(out.notna(), None).reset_index(drop=True)
 
 
-def _prepare(ws: Workspace, index: pd.DataFrame) -> pa.Table:
+def _prepare(ws: Workspace, index: pd.DataFrame, keyring: Keyring) -> pa.Table:
     """Tables ``tok`` (every token -> person) and view ``keyed``; returns the new tokens' index rows, keys minted."""
     known = pa.Table.from_pandas(index[["link_token", "person_key"]].astype(_TEXT), preserve_index=False)
     ws.con.register("known_tokens", known)
@@ -153,9 +158,14 @@ def _prepare(ws: Workspace, index: pd.DataFrame) -> pa.Table:
     ).to_arrow_table()
     parts = pc.extract_regex(found["link_token"].combine_chunks(), r"^t(?P<v>\d+)\.")
     version = pc.cast(pc.struct_field(parts, "v"), pa.int64())
-    minted = found.append_column("person_key", pa.array(new_keys(found.num_rows), pa.string())).append_column(
-        "key_version", version
-    )
+    keys = new_keys(found.num_rows)
+    older = np.flatnonzero(pc.not_equal(version, keyring.active_version).to_numpy(zero_copy_only=False))
+    extra = None
+    if len(older):  # staged before a rotation, linked after: one ID under two versions must be one person
+        keys, extra = _canonical_keys(found, older, keys, index, keyring)
+    minted = found.append_column("person_key", pa.array(keys, pa.string())).append_column("key_version", version)
+    if extra is not None:
+        minted = pa.concat_tables([minted, extra.select(minted.column_names).cast(minted.schema)])
     ws.con.register("minted_tokens", minted)
     ws.sql(
         "CREATE TABLE tok AS SELECT link_token, person_key FROM known_tokens "
@@ -165,6 +175,40 @@ def _prepare(ws: Workspace, index: pd.DataFrame) -> pa.Table:
     ws.con.unregister("minted_tokens")
     ws.sql("CREATE VIEW keyed AS SELECT r.*, t.person_key FROM rec r JOIN tok t USING (link_token)")
     return minted
+
+
+def _canonical_keys(
+    found: pa.Table, older: np.ndarray, keys: np.ndarray, index: pd.DataFrame, keyring: Keyring
+) -> tuple[np.ndarray, pa.Table]:
+    """Keys for new tokens where some are under an older key version: each is re-tokenised under the active
+    version (the ID decrypted in memory), so a person known, or new, under either version gets one key.
+
+    Returns the keys in ``found``'s order and the active-version index rows to add for the older tokens.
+    """
+    frame = found.to_pandas()
+    frame["key"] = keys
+    old = frame.iloc[older]
+    held = old["id_ciphertext"].notna() & old["id_ciphertext"].str.extract(r"^e(\d+)\.", expand=False).astype(
+        "Int64"
+    ).isin(list(keyring.versions)).fillna(False)
+    old = old[held.to_numpy(dtype=bool)]
+    ids = decrypt_series(old["id_ciphertext"].astype("string"), keyring, LINKAGE_ID_DOMAIN)
+    canon = token_series(ids, keyring, LINKAGE_DOMAIN).to_numpy()
+    person_of = dict(zip(index["link_token"], index["person_key"], strict=True))
+    person_of |= {t: k for t, k in zip(frame["link_token"], frame["key"], strict=True) if t not in person_of}
+    missing = ~pd.Series(canon).isin(set(person_of)).to_numpy()
+    for c, k in zip(canon, old["key"], strict=True):  # two older tokens of one ID: the first one's key
+        person_of.setdefault(c, k)
+    frame.loc[old.index, "key"] = [person_of[c] for c in canon]
+    extra = pd.DataFrame(
+        {
+            "link_token": canon[missing],
+            "id_ciphertext": encrypt_series(ids, keyring, LINKAGE_ID_DOMAIN).to_numpy()[missing],
+            "person_key": frame.loc[old.index, "key"].to_numpy()[missing],
+            "key_version": keyring.active_version,
+        }
+    ).drop_duplicates("link_token")
+    return frame["key"].to_numpy(), pa.Table.from_pandas(extra, preserve_index=False)
 
 
 def link(
@@ -224,7 +268,7 @@ def link(
         lap("read")
 
         say("exact pass on link tokens")
-        minted = _prepare(ws, pd.concat([index, rekeyed], ignore_index=True))
+        minted = _prepare(ws, pd.concat([index, rekeyed], ignore_index=True), keyring)
         exact = ws.sql(
             "SELECT r.dataset, r.record_id, r.batch_id, t.person_key, 'exact' AS match_kind, "
             "1.0::DOUBLE AS match_probability, r.id_status FROM rec r JOIN tok t USING (link_token) WHERE r.fresh"
@@ -246,14 +290,21 @@ def link(
                 SELECT person_key FROM prev p
                 WHERE NOT EXISTS (SELECT 1 FROM moved m WHERE m.dataset = p.dataset AND m.record_id = p.record_id)
                 UNION SELECT person_key FROM assigned
+            ), merged AS (
+                SELECT old_key, min(new_key) AS survivor FROM moved WHERE old_key NOT IN (SELECT person_key FROM still)
+                GROUP BY old_key HAVING count(DISTINCT new_key) = 1
             )
-            SELECT old_key AS person_key, min(new_key) AS survivor_key, 'merge' AS kind,
+            SELECT old_key AS person_key, survivor AS survivor_key, 'merge' AS kind,
                    'its records now belong to this person (ID number fixed or record placed)' AS reason
-            FROM moved WHERE old_key NOT IN (SELECT person_key FROM still)
-            GROUP BY old_key HAVING count(DISTINCT new_key) = 1
+            FROM merged
+            UNION ALL
+            SELECT DISTINCT new_key AS person_key, old_key AS survivor_key, 'split' AS kind,
+                   'records of the surviving person now belong to this one' AS reason
+            FROM moved WHERE old_key NOT IN (SELECT old_key FROM merged)
             """
         ).df()
-        result.merges = len(events)
+        result.splits = int(events["kind"].eq("split").sum())
+        result.merges = int(events["kind"].eq("merge").sum())
         replaced = ws.sql("SELECT a.dataset, a.record_id FROM assigned a JOIN prev p USING (dataset, record_id)").df()
         ws.con.register("minted_tokens", minted)
         new_person_keys = ws.sql(
@@ -281,7 +332,8 @@ def link(
         )
         if len(events):
             store.write_rows(conn, store.link_event, events.assign(run_id=run_id, created_at=store.now()))
-            for old, survivor in zip(events["person_key"], events["survivor_key"], strict=True):
+            merges = events[events["kind"].eq("merge")]
+            for old, survivor in zip(merges["person_key"], merges["survivor_key"], strict=True):
                 conn.execute(
                     sa.update(store.link_person)
                     .where(store.link_person.c.person_key == old)
@@ -332,7 +384,8 @@ def _probabilistic(
     out["person_key"] = pd.Series(pd.NA, index=todo.index, dtype="string")
     out["match_kind"] = pd.Series(pd.NA, index=todo.index, dtype="string")
     out["match_probability"] = np.nan
-    stay = todo["prev_kind"].isin(["exact", "probabilistic"]).to_numpy()
+    # a placement by Splink stands; a record that had an ID number and lost it is placed again
+    stay = todo["prev_kind"].eq("probabilistic").to_numpy()
     out.loc[stay, "person_key"] = todo.loc[stay, "prev_key"]
     out.loc[stay, "match_kind"] = todo.loc[stay, "prev_kind"]
     out.loc[stay, "match_probability"] = todo.loc[stay, "prev_probability"]

@@ -9,6 +9,7 @@ blocking key with a record to place, plus a random sample for training.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from linkage.names import comparison_forms
 from privacy.keyring import Keyring
 from privacy.operators import decrypt_series
 from privacy.policy import LINKAGE_QI_DOMAIN
+
+log = logging.getLogger(__name__)
 
 SEP = ";"
 QI = ("qi_name", "qi_birth_date", "qi_sex", "qi_county", "qi_community")
@@ -126,7 +129,14 @@ class Workspace:
             distinct = self.con.execute(
                 f"SELECT DISTINCT {column} AS ct FROM rec WHERE {where} AND {column} IS NOT NULL"
             ).df()
-            plain = decrypt_series(distinct["ct"].astype("string"), keyring, LINKAGE_QI_DOMAIN)
+            cts = distinct["ct"].astype("string")
+            version = cts.str.extract(r"^e(\d+)\.", expand=False).astype("Int64")
+            held = version.isin(list(keyring.versions)).fillna(False).to_numpy(dtype=bool)
+            if not held.all():  # under a destroyed version: crypto-shredded, compared as missing
+                log.warning("%s: %d distinct values are under destroyed key versions", column, int((~held).sum()))
+            plain = pd.Series(pd.NA, index=cts.index, dtype="string")
+            if held.any():
+                plain[held] = decrypt_series(cts[held], keyring, LINKAGE_QI_DOMAIN)
             table = pd.DataFrame({"ct": distinct["ct"].astype(_TEXT), "v": plain.astype(_TEXT).to_numpy()})
             if column == "qi_name":
                 forms = comparison_forms(table["v"]).astype(_TEXT)

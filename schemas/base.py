@@ -28,9 +28,20 @@ def fsync_dir(path: Path | str) -> None:
 
 
 def private_dir(path: Path | str) -> Path:
-    """Create ``path`` (and parents) with mode 0700 for the folders it makes; return it."""
+    """Create ``path`` (and parents) with mode 0700, and narrow an existing ``path`` to 0700; return it."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, PRIVATE_DIR)
+    return path
+
+
+def private_file(path: Path | str) -> Path:
+    """Make sure ``path`` exists and only its owner can read it (e.g. a SQLite database before it is opened)."""
+    path = Path(path)
+    private_dir(path.parent)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE))
+    os.chmod(path, PRIVATE_FILE)
     return path
 
 

@@ -69,6 +69,7 @@ class Validation:
     reasons: pd.Series
     summary: dict[str, Any] = field(default_factory=dict)
     field_problems: dict[str, int] = field(default_factory=dict)
+    cleaned: pd.DataFrame | None = None  # every row, optional values that failed set missing (for unkeyed rows)
 
     @property
     def quarantine_rate(self) -> float:
@@ -273,11 +274,10 @@ def validate(
     bad = np.zeros(rows, dtype=bool)
     if len(reasons):
         bad[data.index.get_indexer(reasons.index)] = True
-    good = data.loc[~bad]
-    for column, at in softened.items():
-        keep = at[~bad[at]]
-        if len(keep):
-            good.loc[data.index[keep], column] = None
+    cleaned = data.copy()
+    for column, at in softened.items():  # an optional value that failed is set missing, on every row
+        cleaned.loc[data.index[at], column] = None
+    good = cleaned.loc[~bad]
     problems = dict(sorted(problems.items()))
     reason_counts = Counter(code for joined in reasons for code in joined.split(";"))
     summary: dict[str, Any] = {
@@ -299,7 +299,9 @@ def validate(
         if result_json is not None:
             _write_json(Path(results_dir) / RESULTS_FILE, result_json)
         _write_json(Path(results_dir) / SUMMARY_FILE, summary)
-    return Validation(good=good, bad_index=data.index[bad], reasons=reasons, summary=summary, field_problems=problems)
+    return Validation(
+        good=good, bad_index=data.index[bad], reasons=reasons, summary=summary, field_problems=problems, cleaned=cleaned
+    )
 
 
 def _combine(index: pd.Index, positions: list[np.ndarray], codes: list[np.ndarray]) -> pd.Series:

@@ -221,3 +221,47 @@ def test_nothing_linkage_writes_or_logs_holds_a_plaintext_value(
     assert sum(1 for r in every_log.records if r.levelno <= 20) > 0, "INFO/DEBUG records were captured"
     outputs = [every_log.text, linked_again.output, explained.output, unplaced.output]
     assert leaks(home, values, outputs) == {}
+
+
+def test_a_rotation_between_staging_and_linking_keeps_one_person_per_id(
+    linked: Linked, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches staged under key v1 and v2, linked together for the first time: one ID is still one person;
+    then v1 is destroyed and a later run with records to place still works."""
+    from privacy.keyring import destroy_key_version
+
+    home = _copy(linked, tmp_path)
+    sim = tmp_path / "sim"
+    shutil.copytree(linked.sim, sim)
+    settings = _settings(home, sim, monkeypatch)
+    before = _lineage(settings)
+    engine = settings.engine()
+    with engine.begin() as conn:
+        for table in reversed(store.metadata.sorted_tables):  # as if no link run had happened yet
+            conn.execute(sa.text(f"DROP TABLE {table.name}"))
+        conn.execute(sa.text("DELETE FROM ingest_watermark WHERE dataset = 'gongan.hukou'"))
+        conn.execute(sa.text("DELETE FROM ingest_boundary_key WHERE dataset = 'gongan.hukou'"))
+    engine.dispose()
+    rotate_keyfile(settings.keyring)
+    shutil.rmtree(home / "staging" / "gongan.hukou")  # re-staged under v2; the other datasets stay under v1
+    with start_servers(sim):
+        assert run_ingest(["gongan.hukou"], settings)[0].error is None
+    first = run_link(settings)
+    assert first.run_id == 1
+    after = _lineage(settings)
+    # the same partition of ID-keyed records into persons as the single-version run (keys themselves are new)
+    pairs = before[["person_key", "match_kind"]].join(after[["person_key", "match_kind"]], rsuffix="_now")
+    assert len(pairs) == len(before)
+    pairs = pairs[pairs["match_kind"].eq("exact") & pairs["match_kind_now"].eq("exact")]
+    assert len(pairs) > 0.98 * len(before)
+    assert pairs.groupby("person_key")["person_key_now"].nunique().max() == 1
+    assert pairs.groupby("person_key_now")["person_key"].nunique().max() == 1
+    assert run_link(settings).run_id is None  # and the next run neither fails nor changes anything
+    # destroy v1: the v1 batches' values are crypto-shredded, linkage goes on
+    rotate_keyfile(settings.keyring)
+    destroy_key_version(settings.keyring, 1)
+    advance(sim, changed=0.02, late=0.0, seed=9)
+    with start_servers(sim):
+        assert all(r.error is None for r in run_ingest(list(registry()), settings))
+    later = run_link(settings)
+    assert later.run_id is not None and later.records > 0

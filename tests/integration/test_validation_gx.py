@@ -204,3 +204,15 @@ def test_a_million_rows_through_gx(tmp_path: Path) -> None:
     print(f"validate: 1,000,000 rows in {seconds:.1f} s (GX {checked.summary['gx_seconds']:.1f} s)")
     assert checked.summary["bad"] == 0
     assert seconds < 60
+
+
+def test_a_quarantined_row_gets_the_same_clean_up_for_unkeyed_staging() -> None:
+    """A row whose only fault is its ID is staged unkeyed from ``cleaned``: its failed optional values are missing."""
+    raw = dirty_hukou().loc[[101, 102]]
+    raw.loc[101, "swrq"] = "2100-01-01"
+    raw.loc[101, "gmsfhm"] = None  # the ID is missing too: the row is bad
+    contract = get_contract("gongan.hukou")
+    checked = validate(conform(raw, contract), contract, as_of=AS_OF)
+    assert list(checked.bad_index) == [101]
+    assert checked.cleaned is not None and pd.isna(checked.cleaned.loc[101, "death_date"])
+    assert checked.good.index.tolist() == [102]

@@ -185,3 +185,24 @@ def test_write_atomic_is_private_durable_and_all_or_nothing(tmp_path: Path) -> N
     assert sorted(p.name for p in target.parent.iterdir()) == ["report.json"]
     write_atomic(tmp_path / "shared.txt", "x", mode=0o644)
     assert stat.S_IMODE((tmp_path / "shared.txt").stat().st_mode) == 0o644
+
+
+def test_secrets_in_url_queries_are_redacted_too() -> None:
+    from hub.settings import _redact_url
+
+    assert _redact_url("postgresql://u@h/db?password=s3cret&sslmode=require").count("s3cret") == 0
+    assert "sslmode=require" in _redact_url("postgresql://u@h/db?password=s3cret&sslmode=require")
+    assert "xyz" not in _redact_url("https://h/api?access_token=xyz&page=1")
+    assert "page=1" in _redact_url("https://h/api?access_token=xyz&page=1")
+    assert "pw" not in _redact_url("postgresql+psycopg://a:pw@h:5432/db")
+
+
+def test_the_hub_database_and_home_are_owner_only(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)
+    engine = Settings.from_env({"HUB_HOME": str(home)}).engine()
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+    engine.dispose()
+    assert stat.S_IMODE((home / "hub.db").stat().st_mode) == 0o600
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
