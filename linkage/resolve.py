@@ -148,33 +148,38 @@ def _frame(df: pd.DataFrame) -> pd.DataFrame:
     return out.astype(object).where(out.notna(), None).reset_index(drop=True)
 
 
-def _prepare(ws: Workspace, index: pd.DataFrame, keyring: Keyring) -> pa.Table:
-    """Tables ``tok`` (every token -> person) and view ``keyed``; returns the new tokens' index rows, keys minted."""
+def _prepare(ws: Workspace, index: pd.DataFrame, keyring: Keyring) -> None:
+    """Tables ``tok`` (every token -> person) and ``minted`` (new tokens' index rows, keys minted), view ``keyed``.
+
+    The new tokens stay in DuckDB; only when some are under an older key version do they pass through Python
+    to be re-tokenised (``_canonical_keys``).
+    """
     known = pa.Table.from_pandas(index[["link_token", "person_key"]].astype(_TEXT), preserve_index=False)
     ws.con.register("known_tokens", known)
-    found = ws.sql(
-        "SELECT link_token, any_value(id_ciphertext) AS id_ciphertext FROM rec WHERE link_token IS NOT NULL "
-        "AND link_token NOT IN (SELECT link_token FROM known_tokens) GROUP BY link_token"
-    ).to_arrow_table()
-    parts = pc.extract_regex(found["link_token"].combine_chunks(), r"^t(?P<v>\d+)\.")
-    version = pc.cast(pc.struct_field(parts, "v"), pa.int64())
-    keys = new_keys(found.num_rows)
-    older = np.flatnonzero(pc.not_equal(version, keyring.active_version).to_numpy(zero_copy_only=False))
-    extra = None
-    if len(older):  # staged before a rotation, linked after: one ID under two versions must be one person
-        keys, extra = _canonical_keys(found, older, keys, index, keyring)
-    minted = found.append_column("person_key", pa.array(keys, pa.string())).append_column("key_version", version)
-    if extra is not None:
+    ws.sql(
+        "CREATE TABLE newt AS SELECT link_token, any_value(id_ciphertext) AS id_ciphertext, "
+        "CAST(regexp_extract(link_token, '^t(\\d+)\\.', 1) AS BIGINT) AS key_version FROM rec "
+        "WHERE link_token IS NOT NULL AND link_token NOT IN (SELECT link_token FROM known_tokens) GROUP BY link_token"
+    )
+    count = ws.scalar("SELECT count(*) FROM newt")
+    older = ws.scalar(f"SELECT count(*) FROM newt WHERE key_version <> {int(keyring.active_version)}")
+    if not older:
+        ws.con.register("minted_keys", pa.table({"person_key": pa.array(new_keys(count), pa.string())}))
+        ws.sql("CREATE TABLE minted AS SELECT n.*, k.person_key FROM newt n POSITIONAL JOIN minted_keys k")
+        ws.con.unregister("minted_keys")
+    else:  # staged before a rotation, linked after: one ID under two versions must be one person
+        found = ws.sql("SELECT * FROM newt").to_arrow_table()
+        at = np.flatnonzero(pc.not_equal(found["key_version"], keyring.active_version).to_numpy(zero_copy_only=False))
+        keys, extra = _canonical_keys(found, at, new_keys(count), index, keyring)
+        minted = found.append_column("person_key", pa.array(keys, pa.string()))
         minted = pa.concat_tables([minted, extra.select(minted.column_names).cast(minted.schema)])
-    ws.con.register("minted_tokens", minted)
+        ws.register("minted", minted)
     ws.sql(
         "CREATE TABLE tok AS SELECT link_token, person_key FROM known_tokens "
-        "UNION ALL SELECT link_token, person_key FROM minted_tokens"
+        "UNION ALL SELECT link_token, person_key FROM minted"
     )
     ws.con.unregister("known_tokens")
-    ws.con.unregister("minted_tokens")
     ws.sql("CREATE VIEW keyed AS SELECT r.*, t.person_key FROM rec r JOIN tok t USING (link_token)")
-    return minted
 
 
 def _canonical_keys(
@@ -268,7 +273,7 @@ def link(
         lap("read")
 
         say("exact pass on link tokens")
-        minted = _prepare(ws, pd.concat([index, rekeyed], ignore_index=True), keyring)
+        _prepare(ws, pd.concat([index, rekeyed], ignore_index=True), keyring)
         exact = ws.sql(
             "SELECT r.dataset, r.record_id, r.batch_id, t.person_key, 'exact' AS match_kind, "
             "1.0::DOUBLE AS match_probability, r.id_status FROM rec r JOIN tok t USING (link_token) WHERE r.fresh"
@@ -306,12 +311,12 @@ def link(
         result.splits = int(events["kind"].eq("split").sum())
         result.merges = int(events["kind"].eq("merge").sum())
         replaced = ws.sql("SELECT a.dataset, a.record_id FROM assigned a JOIN prev p USING (dataset, record_id)").df()
-        ws.con.register("minted_tokens", minted)
         new_person_keys = ws.sql(
-            "SELECT person_key FROM minted_tokens UNION SELECT person_key FROM placed WHERE match_kind = 'new' "
+            "SELECT person_key FROM minted UNION SELECT person_key FROM placed WHERE match_kind = 'new' "
             "EXCEPT SELECT person_key FROM prev"
         ).df()["person_key"]
         lineage = ws.sql("SELECT * FROM assigned").to_arrow_table()
+        minted = ws.sql("SELECT link_token, person_key, key_version, id_ciphertext FROM minted").to_arrow_table()
         result.exact = ws.scalar("SELECT count(*) FROM assigned WHERE match_kind = 'exact'")
         result.records, result.batches = lineage.num_rows, len(fresh)
         result.new_persons = len(new_person_keys)
