@@ -164,9 +164,13 @@ def _prepare(ws: Workspace, index: pd.DataFrame, keyring: Keyring) -> None:
     count = ws.scalar("SELECT count(*) FROM newt")
     older = ws.scalar(f"SELECT count(*) FROM newt WHERE key_version <> {int(keyring.active_version)}")
     if not older:
-        ws.con.register("minted_keys", pa.table({"person_key": pa.array(new_keys(count), pa.string())}))
-        ws.sql("CREATE TABLE minted AS SELECT n.*, k.person_key FROM newt n POSITIONAL JOIN minted_keys k")
-        ws.con.unregister("minted_keys")
+        # 128 bits of SHA-256 over a fresh OS-random salt and a counter: random keys, derived from nothing
+        # personal, made inside DuckDB; the salt is never stored, so no key can be recomputed
+        salt = secrets.token_hex(16)
+        ws.sql(
+            f"CREATE TABLE minted AS SELECT *, left(sha256('{salt}' || CAST(row_number() OVER () AS VARCHAR)), 32) "
+            "AS person_key FROM newt"
+        )
     else:  # staged before a rotation, linked after: one ID under two versions must be one person
         found = ws.sql("SELECT * FROM newt").to_arrow_table()
         at = np.flatnonzero(pc.not_equal(found["key_version"], keyring.active_version).to_numpy(zero_copy_only=False))
