@@ -73,6 +73,22 @@ class LinkResult:
         }
 
 
+def survivors(merged: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Each merged key's final survivor, following chains (a -> b -> c gives a -> c); cycles stop where they close.
+
+    A token of a merged person must lead to the survivor, or a later record would bring the merged key back.
+    """
+    into = dict(merged)
+    out = {}
+    for key in into:
+        seen, current = {key}, into[key]
+        while current in into and into[current] not in seen:
+            seen.add(current)
+            current = into[current]
+        out[key] = current
+    return out
+
+
 def rekey(index: pd.DataFrame, keyring: Keyring) -> pd.DataFrame:
     """Index rows under the active key version for persons that have none yet (after a rotation)."""
     active = keyring.active_version
@@ -245,6 +261,12 @@ def link(
     with engine.connect() as conn:
         done = store.read_table(conn, store.link_batch)
         index = store.read_table(conn, store.link_identity)
+        merged = conn.execute(
+            sa.select(store.link_person.c.person_key, store.link_person.c.merged_into).where(
+                store.link_person.c.merged_into.is_not(None)
+            )
+        ).all()
+        index["person_key"] = index["person_key"].map(survivors(merged)).fillna(index["person_key"])
         known_persons = conn.execute(sa.select(sa.func.count()).select_from(store.link_person)).scalar_one()
         linked_before = conn.execute(sa.select(sa.func.count()).select_from(store.link_record)).scalar_one()
     seen = set(zip(done["dataset"], done["batch_id"], done["content_hash"], strict=True)) if len(done) else set()
