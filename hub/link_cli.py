@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +34,23 @@ def staged_refs(settings: Settings) -> list[BatchRef]:
     return [BatchRef(m.dataset, m.batch_id, m.content_hash, folder) for _, folder, m in ordered]
 
 
+@contextmanager
+def one_link_at_a_time(folder: Path) -> Iterator[None]:
+    """Refuse a second concurrent `hub link` on the same hub: both would mint keys for the same new tokens."""
+    from schemas.base import HubError, private_dir
+
+    lock = private_dir(folder) / ".lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise HubError(f"another `hub link` is running on this hub (lock {lock}); try again when it ends") from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def run_link(settings: Settings, threshold: float | None = None, min_weight: float | None = None) -> LinkResult:
     """Link what was staged since the last run, with a spinner naming the stage."""
     from rich.console import Console
@@ -45,7 +66,7 @@ def run_link(settings: Settings, threshold: float | None = None, min_weight: flo
     engine = settings.engine()
     console = Console(stderr=True)
     try:
-        with console.status("linking") as status:
+        with one_link_at_a_time(settings.home / "runs" / "link"), console.status("linking") as status:
             return link(
                 staged_refs(settings),
                 engine,

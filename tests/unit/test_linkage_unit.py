@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
+import pytest
 
 from linkage.probabilistic import LEFT, ModelSettings, decide
 from linkage.resolve import new_keys, survivors
@@ -36,3 +39,15 @@ def test_a_record_is_placed_only_when_one_person_clearly_leads() -> None:
     assert not bool(decided.loc["r2", "placed"])  # a tie: the share is 0.5
     assert not bool(decided.loc["r3", "placed"])  # alone, but on too little evidence
     assert abs(decided.loc["r1", "match_probability"] - 1 / (1 + 2.0**-8)) < 1e-12
+
+
+def test_a_second_link_run_on_the_same_hub_is_refused(tmp_path: Path) -> None:
+    from hub.link_cli import one_link_at_a_time
+    from schemas.base import HubError
+
+    with one_link_at_a_time(tmp_path / "runs"):
+        with pytest.raises(HubError, match="another `hub link` is running"):
+            with one_link_at_a_time(tmp_path / "runs"):
+                pass
+    with one_link_at_a_time(tmp_path / "runs"):  # released when the first run ends
+        pass
