@@ -63,6 +63,12 @@ def _comparisons(persons: int) -> list[Any]:
     import splink.comparison_level_library as cll
     import splink.comparison_library as cl
 
+    def missing(column: str) -> Any:
+        """The null level: the value is missing on either side, so the comparison says nothing."""
+        return cll.CustomLevel(f"{column}_l IS NULL OR {column}_r IS NULL", label_for_charts="missing").configure(
+            is_null_level=True
+        )
+
     def contains(column: str) -> str:
         return (
             f"(list_contains(string_split({column}_set_r, '{SEP}'), {column}_l) "
@@ -86,9 +92,7 @@ def _comparisons(persons: int) -> list[Any]:
     birth = cl.CustomComparison(
         output_column_name="birth_date",
         comparison_levels=[
-            cll.CustomLevel("birth_date_l IS NULL OR birth_date_r IS NULL", label_for_charts="missing").configure(
-                is_null_level=True
-            ),
+            missing("birth_date"),
             cll.CustomLevel(contains("birth_date"), label_for_charts="exact"),
             cll.CustomLevel(
                 "substr(birth_date_l, 1, 4) = substr(birth_date_r, 1, 4) "
@@ -110,9 +114,7 @@ def _comparisons(persons: int) -> list[Any]:
         return cl.CustomComparison(
             output_column_name=column,
             comparison_levels=[
-                cll.CustomLevel(f"{column}_l IS NULL OR {column}_r IS NULL", label_for_charts="missing").configure(
-                    is_null_level=True
-                ),
+                missing(column),
                 agree.configure(u_probability=u_prior) if u_prior else agree,
                 cll.ElseLevel(),
             ],
@@ -121,9 +123,7 @@ def _comparisons(persons: int) -> list[Any]:
     households = cl.CustomComparison(
         output_column_name="household",
         comparison_levels=[
-            cll.CustomLevel("household_set_l IS NULL OR household_set_r IS NULL", label_for_charts="missing").configure(
-                is_null_level=True
-            ),
+            missing("household_set"),
             cll.CustomLevel(
                 f"len(list_intersect(string_split(household_set_l, '{SEP}'), string_split(household_set_r, '{SEP}')))"
                 " > 0",
