@@ -16,6 +16,8 @@ SUBCOMMANDS: dict[str, str] = {
     "keys": "hub.privacy_cli:keys",
     "settings": "hub.cli:settings_command",
     "link": "hub.link_cli:link_group",
+    "publish": "hub.publish_cli:publish_command",
+    "db": "hub.publish_cli:db_group",
 }
 
 

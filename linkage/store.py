@@ -12,10 +12,8 @@ SQLAlchemy Core, created if missing; bulk writes go through ``write_rows`` (COPY
 
 from __future__ import annotations
 
-import io
 import json
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +21,8 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
+
+from schemas.bulk import write_arrow
 
 log = logging.getLogger(__name__)
 
@@ -124,50 +124,6 @@ def write_rows(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> int
         return 0
     frame = frame[[c.name for c in table.c if c.name in frame.columns]]
     return write_arrow(conn, table, pa.Table.from_pandas(frame, preserve_index=False))
-
-
-def write_arrow(conn: sa.Connection, table: sa.Table, data: pa.Table, batch: int = 200_000) -> int:
-    """Append an Arrow table in bulk: COPY of CSV written by Arrow on PostgreSQL, DB-API executemany elsewhere.
-
-    A large load into SQLite drops the table's secondary indexes first and builds them after (DESIGN:
-    indexes after bulk loads).
-    """
-    if data.num_rows == 0:
-        return 0
-    started = time.perf_counter()
-    data = data.select([c.name for c in table.c if c.name in data.column_names])
-    columns = ", ".join(f'"{c}"' for c in data.column_names)
-    # primary-key order, so the B-tree only appends; secondary indexes are built after a large load
-    pk = [c.name for c in table.primary_key.columns if c.name in data.column_names]
-    if pk and data.num_rows > 1:
-        data = data.sort_by([(c, "ascending") for c in pk])
-    indexes = list(table.indexes) if data.num_rows > 100_000 else []
-    for index in indexes:
-        index.drop(conn, checkfirst=True)
-    if conn.dialect.name == "postgresql":
-        import pyarrow.csv as pacsv
-
-        buffer = io.BytesIO()
-        pacsv.write_csv(data, buffer, pacsv.WriteOptions(include_header=False))
-        raw = conn.connection.driver_connection
-        with raw.cursor().copy(f"COPY {table.name} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:  # type: ignore[union-attr]
-            copy.write(buffer.getvalue())
-        for index in indexes:
-            index.create(conn, checkfirst=True)
-        log.info("%s: %d rows written in %.2fs", table.name, data.num_rows, time.perf_counter() - started)
-        return data.num_rows
-    # SQLite: the DB-API's executemany over plain tuples (an order of magnitude above Core's dict rows),
-    # with a large page cache for the one transaction
-    conn.exec_driver_sql("PRAGMA cache_size = -262144")  # 256 MiB
-    marks = ", ".join("?" for _ in data.column_names)
-    statement = f'INSERT INTO "{table.name}" ({columns}) VALUES ({marks})'
-    for start in range(0, data.num_rows, batch):
-        part = data.slice(start, batch)
-        conn.exec_driver_sql(statement, list(zip(*(c.to_pylist() for c in part.columns), strict=True)))
-    for index in indexes:
-        index.create(conn, checkfirst=True)
-    log.info("%s: %d rows written in %.2fs", table.name, data.num_rows, time.perf_counter() - started)
-    return data.num_rows
 
 
 def delete_keys(conn: sa.Connection, table: sa.Table, keys: pd.DataFrame) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import os
 import re
 from collections.abc import Callable
 
@@ -18,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, AESSIV
 
 from privacy.ff1 import FF1, MAX_BATCH_DIGITS, MIN_DOMAIN, transform_matrix
 from privacy.keyring import Keyring
@@ -62,9 +63,7 @@ def canonical_text(values: pd.Series, field_type: str | None = None) -> pd.Serie
         fmt = "%Y-%m-%d" if field_type == "date" else "%Y-%m-%dT%H:%M:%S"
         # format each distinct date once: a register has far fewer dates than rows
         codes, uniques = pd.factorize(values, use_na_sentinel=True)
-        table = pa.array(
-            pd.DatetimeIndex(uniques).strftime(fmt).to_numpy(dtype=object), type=pa.large_string()
-        )
+        table = pa.array(pd.DatetimeIndex(uniques).strftime(fmt).to_numpy(dtype=object), type=pa.large_string())
         return _to_series(table.take(pa.array(codes, mask=codes < 0)), values)
     return values.astype(STRING)
 
@@ -150,9 +149,7 @@ def encrypt_series(values: pd.Series, keyring: Keyring, domain: str, version: in
     b2a = binascii.b2a_base64
 
     def compute(distinct: pa.Array) -> pa.Array:
-        b64 = pa.array(
-            [b2a(encrypt(v, aad), newline=False) for v in distinct.to_pylist()], type=pa.large_binary()
-        )
+        b64 = pa.array([b2a(encrypt(v, aad), newline=False) for v in distinct.to_pylist()], type=pa.large_binary())
         return pc.binary_join_element_wise(prefix, _urlsafe_unpadded(b64.cast(pa.large_string())), _EMPTY)
 
     return _per_distinct(values, compute)
@@ -182,9 +179,7 @@ class _Decrypter:
         try:
             return siv.decrypt(_unb64(match["body"]), self.aad).decode()
         except (InvalidTag, ValueError):
-            raise CiphertextError(
-                f"value does not decrypt under domain '{self.domain}' key v{number}"
-            ) from None
+            raise CiphertextError(f"value does not decrypt under domain '{self.domain}' key v{number}") from None
 
 
 def _decrypt_value(ciphertext: str, keyring: Keyring, domain: str) -> str:
@@ -332,3 +327,42 @@ def generalise_series(values: pd.Series, rule: str, community: pd.Series | None 
     if rule == "province":
         return (text.str.slice(0, 2) + "0000").where(text.str.len() >= 2).rename(values.name)
     raise ValueError(f"unknown generalise rule '{rule}'")
+
+
+# -- seal: randomised AEAD for published values nobody compares ---------------------------------------------
+
+SEAL_PURPOSE = "seal"
+_NONCE = 12
+
+
+def seal_series(values: pd.Series, keyring: Keyring, domain: str, context: pd.Series) -> pd.Series:
+    """Randomised AES-GCM 'r<v>.<base64url(nonce|ciphertext)>', bound to ``context`` (e.g. the row key).
+
+    Unlike ``encrypt_series`` two equal values give different ciphertexts, so a published column shows no
+    frequencies; the context as associated data stops a ciphertext being moved to another row.
+    """
+    number = keyring.active_version
+    gcm = AESGCM(keyring.derive(SEAL_PURPOSE, domain, number))
+    head = f"r{number}."
+    out: list[str | None] = []
+    for value, ctx in zip(values.tolist(), context.tolist(), strict=True):
+        if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+            out.append(None)
+            continue
+        nonce = os.urandom(_NONCE)
+        sealed = gcm.encrypt(nonce, str(value).encode(), f"{domain}|{ctx}".encode())
+        out.append(head + _b64(nonce + sealed))
+    return pd.Series(out, index=values.index, dtype=STRING)
+
+
+def unseal_value(sealed: str, keyring: Keyring, domain: str, context: str) -> str:
+    """Open one sealed value (the service's reveal path); a wrong row, domain or key is refused."""
+    match = re.match(r"^r(?P<version>[0-9]+)\.(?P<body>[A-Za-z0-9_-]+)$", sealed.strip())
+    if match is None:
+        raise CiphertextError(f"not a sealed value r<version>.<base64url> (domain '{domain}')")
+    raw = _unb64(match["body"])
+    gcm = AESGCM(keyring.derive(SEAL_PURPOSE, domain, int(match["version"])))
+    try:
+        return gcm.decrypt(raw[:_NONCE], raw[_NONCE:], f"{domain}|{context}".encode()).decode()
+    except InvalidTag:
+        raise CiphertextError(f"sealed value does not open under domain '{domain}' for this row") from None

@@ -1,0 +1,144 @@
+"""`hub publish` and `hub db upgrade | downgrade | current | catalogue`: the unified community database."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import click
+
+from hub.settings import Settings
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from publish.build import Batch
+    from publish.publisher import PublishResult
+
+
+def staged_for_publish(settings: Settings) -> list[Batch]:
+    """Every complete staged batch in staging order, with the key versions it was protected under."""
+    from hub.link_cli import staged_refs
+    from hub.staging import read_manifest
+    from publish.build import Batch
+
+    return [
+        Batch(ref.dataset, ref.batch_id, ref.folder / "data.parquet", read_manifest(ref.folder).key_versions)
+        for ref in staged_refs(settings)
+    ]
+
+
+def migrated_engine(settings: Settings) -> sa.Engine:
+    """The hub database, upgraded to this code's newest migration."""
+    from schemas.migrate import ensure_current
+
+    engine = settings.engine()
+    ensure_current(engine)
+    return engine
+
+
+def run_publish(settings: Settings) -> PublishResult:
+    """Publish what linkage placed, with a spinner naming the stage; one transaction."""
+    from rich.console import Console
+
+    from hub.link_cli import one_link_at_a_time
+    from privacy.policy import load_policy
+    from publish.publisher import publish
+    from schemas.contract import packaged_contracts
+
+    engine = migrated_engine(settings)
+    console = Console(stderr=True)
+    try:
+        # the link lock: a publish reads the lineage a running link would be rewriting
+        with one_link_at_a_time(settings.home / "runs" / "link"), console.status("publishing") as status:
+            return publish(
+                engine,
+                staged_for_publish(settings),
+                settings.load_keyring(),
+                load_policy(),
+                packaged_contracts(),
+                progress=lambda stage: status.update(stage),
+            )
+    finally:
+        engine.dispose()
+
+
+def print_publish_summary(result: PublishResult, seconds: float) -> None:
+    """Rows and changes per table, then where the feed starts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    title = f"publish {result.publish_id}" if result.publish_id is not None else "publish: nothing changed"
+    table = Table(title=title)
+    for name in ("table", "rows", "inserted", "updated", "deleted", "seconds"):
+        table.add_column(name, justify="left" if name == "table" else "right")
+    for t in result.tables:
+        table.add_row(t.table, f"{t.rows:,}", f"{t.inserted:,}", f"{t.updated:,}", f"{t.deleted:,}", f"{t.seconds:.2f}")
+    console.print(table)
+    console.print(f"records read {result.records_read:,}; change-log rows {result.changes:,}; {seconds:.1f}s")
+    for dataset, n in sorted(result.unlinked.items()):
+        console.print(f"  {dataset}: {n:,} staged records not linked yet (run `hub link`), not published")
+    for column, n in sorted(result.rekeyed.items()):
+        console.print(f"  {column}: {n:,} values moved to the active key version")
+
+
+@click.command("publish")
+def publish_command() -> None:
+    """Publish the linked, pseudonymised records into the unified community database.
+
+    One transaction: the database's current state is compared with what the staged batches and the
+    identity index say, and only the difference is written, each change with a change-log row that
+    platforms read with `since`. Publishing again without new data changes nothing.
+    """
+    from schemas.base import HubError
+
+    started = time.perf_counter()
+    try:
+        settings = Settings.from_env()
+        result = run_publish(settings)
+    except HubError as exc:
+        raise click.ClickException(str(exc)) from None
+    print_publish_summary(result, time.perf_counter() - started)
+
+
+@click.group("db")
+def db_group() -> None:
+    """The hub database's schema (Alembic migrations) and the data dictionary."""
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+def upgrade_command(revision: str) -> None:
+    """Migrate the hub database up to REVISION (default: the newest)."""
+    from schemas.base import HubError
+    from schemas.migrate import upgrade
+
+    try:
+        engine = Settings.from_env().engine()
+        click.echo(f"hub database at revision {upgrade(engine, revision)}")
+    except HubError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@db_group.command("downgrade")
+@click.argument("revision")
+def downgrade_command(revision: str) -> None:
+    """Migrate the hub database down to REVISION ("base" removes every table the migrations made)."""
+    from schemas.base import HubError
+    from schemas.migrate import downgrade
+
+    try:
+        engine = Settings.from_env().engine()
+        click.echo(f"hub database at revision {downgrade(engine, revision) or 'base'}")
+    except HubError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@db_group.command("current")
+def current_command() -> None:
+    """Print the revision the hub database is at, and the newest one this code knows."""
+    from schemas.migrate import current, head
+
+    engine = Settings.from_env().engine()
+    click.echo(f"database {current(engine) or 'base (never migrated)'}; code {head()}")

@@ -1,0 +1,299 @@
+"""One publish, one transaction: diff the built state against the database, merge, log every change.
+
+For each table the database's (key, row_hash) pairs are read, compared in DuckDB with the new state, and only
+the difference is written: rows to insert or update through ``INSERT … ON CONFLICT DO UPDATE`` (COPY into
+a temporary table first on PostgreSQL), rows to delete by key. An empty table is loaded by COPY straight
+into it with its indexes built after. Every written row gets a change-log row (table, key, operation, the
+row's community), and the publish a ``publish_batch`` row. A publish that finds nothing to change writes
+nothing at all, so publishing the same staged batches twice leaves every table identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import sqlalchemy as sa
+
+from linkage import store as identity
+from privacy.keyring import Keyring
+from privacy.operators import seal_series
+from privacy.policy import Policy
+from publish.build import Batch, Builder
+from schemas.base import HubError
+from schemas.bulk import delete_keys, qualified, read_arrow, upsert_arrow, write_arrow
+from schemas.contract import Contract
+from schemas.migrate import prepared
+from schemas.unified import table
+
+log = logging.getLogger(__name__)
+
+#: sealed columns (randomised AEAD) -> the unified field whose policy domain keys them
+SEALED: dict[str, dict[str, str]] = {
+    "sensitive.person_contact": {"name_enc": "person.name", "phone_enc": "person.phone"},
+    "sensitive.community_correction": {
+        "correction_type_enc": "community_correction.correction_type",
+        "start_date_enc": "community_correction.start_date",
+        "end_date_enc": "community_correction.end_date",
+    },
+}
+_LOCK = 7_402_100  # pg_advisory_xact_lock id: one publish at a time per database
+
+
+class PublishError(HubError):
+    """A publish cannot run (the message says what to do)."""
+
+
+@dataclass
+class TableChange:
+    """What one publish did to one table."""
+
+    table: str
+    rows: int
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    seconds: float = 0.0
+
+    @property
+    def changes(self) -> int:
+        """Change-log rows written for the table."""
+        return self.inserted + self.updated + self.deleted
+
+
+@dataclass
+class PublishResult:
+    """The outcome of ``publish``: the batch id (None when nothing changed) and per-table counts."""
+
+    publish_id: int | None
+    tables: list[TableChange]
+    records_read: int
+    unlinked: dict[str, int]
+    rekeyed: dict[str, int]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def changes(self) -> int:
+        """All change-log rows of this publish."""
+        return sum(t.changes for t in self.tables)
+
+    def summary(self) -> dict[str, Any]:
+        """Counts only, for the publish batch row and logs."""
+        return {
+            "tables": {
+                t.table: {"rows": t.rows, "insert": t.inserted, "update": t.updated, "delete": t.deleted}
+                for t in self.tables
+            },
+            "records_read": self.records_read,
+            "unlinked": self.unlinked,
+            "rekeyed": self.rekeyed,
+        }
+
+
+def _pk(t: sa.Table) -> list[str]:
+    return [c.name for c in t.primary_key.columns]
+
+
+def _joined(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    """The key columns as one text, '|'-joined (the change log's row key and the seal's context)."""
+    first = frame[columns[0]].astype("string")
+    return first.str.cat([frame[c].astype("string") for c in columns[1:]], sep="|") if len(columns) > 1 else first
+
+
+def _seal(name: str, rows: pa.Table, keyring: Keyring, policy: Policy) -> pa.Table:
+    """Seal a table's sealed columns (randomised, bound to the row key) on the rows about to be written."""
+    columns = SEALED.get(name)
+    if not columns or rows.num_rows == 0:
+        return rows
+    frame = rows.to_pandas(types_mapper=pd.ArrowDtype)
+    context = _joined(frame, _pk(table(name)))
+    for column, unified in columns.items():
+        rule = policy.fields.get(unified)
+        domain = rule.treatment.arg if rule is not None and rule.treatment.arg else unified.replace(".", "_")
+        frame[column] = seal_series(frame[column].astype("string"), keyring, domain, context)
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def read_identity(conn: sa.Connection) -> tuple[pa.Table, pa.Table, pa.Table, int | None]:
+    """Lineage, merged keys, identity events and the last link run, from the identity index."""
+    lineage = read_arrow(
+        conn,
+        "SELECT dataset, record_id, person_key, match_kind, match_probability FROM link_record",
+        ("dataset", "record_id", "person_key", "match_kind", "match_probability"),
+    )
+    merged = read_arrow(
+        conn,
+        "SELECT person_key, merged_into FROM link_person WHERE merged_into IS NOT NULL",
+        ("person_key", "merged_into"),
+    )
+    events = read_arrow(
+        conn,
+        "SELECT seq, kind, person_key, survivor_key, created_at FROM link_event",
+        ("seq", "kind", "person_key", "survivor_key", "created_at"),
+    )
+    run = conn.execute(sa.select(sa.func.max(identity.link_run.c.run_id))).scalar()
+    return lineage, merged, events, run
+
+
+def _diff(builder: Builder, name: str, new: pa.Table, old: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """(rows to write with their ``_op``, keys to delete with their community) for one table."""
+    t = table(name)
+    pk = _pk(t)
+    con = builder.con
+    con.register("_new", new)
+    con.register("_old", old)
+    match = " AND ".join(f"CAST(n.{c} AS VARCHAR) = CAST(o.{c} AS VARCHAR)" for c in pk)
+    changed = con.sql(
+        f"SELECT n.*, CASE WHEN o.row_hash IS NULL THEN 'insert' ELSE 'update' END AS _op "
+        f"FROM _new n LEFT JOIN _old o ON {match} WHERE o.row_hash IS DISTINCT FROM n.row_hash "
+        f"ORDER BY {', '.join(f'n.{c}' for c in pk)}"
+    ).to_arrow_table()
+    community = "o.community_code" if "community_code" in old.column_names else "NULL::VARCHAR"
+    gone = con.sql(
+        f"SELECT {', '.join(f'o.{c}' for c in pk)}, {community} AS community_code FROM _old o "
+        f"ANTI JOIN _new n ON {match} ORDER BY {', '.join(f'o.{c}' for c in pk)}"
+    ).to_arrow_table()
+    con.unregister("_new")
+    con.unregister("_old")
+    return changed, gone
+
+
+def _log_rows(name: str, pk: Sequence[str], rows: pa.Table, operations: pa.Array | str) -> pd.DataFrame:
+    key = _joined(rows.select(list(pk)).to_pandas(), pk)
+    community = rows.column("community_code").to_pandas() if "community_code" in rows.column_names else None
+    return pd.DataFrame(
+        {
+            "table_name": name,
+            "row_key": key.to_numpy(),
+            "operation": operations if isinstance(operations, str) else operations.to_pandas().to_numpy(),
+            "community_code": community.to_numpy() if community is not None else None,
+        }
+    )
+
+
+def _read_old(conn: sa.Connection, t: sa.Table) -> pa.Table:
+    cols = [*_pk(t), "row_hash"] + (["community_code"] if "community_code" in t.c else [])
+    query = f"SELECT {', '.join(cols)} FROM {qualified(conn, t)}"
+    return read_arrow(conn, query, cols).cast(pa.schema([(c, pa.string()) for c in cols]))
+
+
+def publish(
+    engine: sa.Engine,
+    batches: Sequence[Batch],
+    keyring: Keyring,
+    policy: Policy,
+    contracts: Mapping[str, Contract],
+    progress: Callable[[str], None] | None = None,
+    threads: int = 2,
+) -> PublishResult:
+    """Publish the linked records of ``batches`` (staging order) into the unified model, in one transaction."""
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    say = progress or (lambda _stage: None)
+
+    def lap(stage: str) -> None:
+        now = time.perf_counter()
+        timings[stage] = round(now - started - sum(timings.values()), 3)
+
+    builder = Builder(contracts, policy, keyring, threads=threads)
+    try:
+        say("reading the identity index")
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("link_record"):
+                raise PublishError("the hub database has no identity index: run `hub link` before `hub publish`")
+            lineage, merged, events, run_id = read_identity(conn)
+        say("reading the staged batches")
+        builder.load(batches, lineage=lineage, events=events, merged=merged)
+        lap("read")
+        say("building the published tables")
+        built = builder.build()
+        lap("build")
+        changes: list[TableChange] = []
+        with engine.begin() as raw:
+            conn = prepared(raw)
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK})")
+            publish_id: int | None = None
+            logs: list[pd.DataFrame] = []
+            for name, new in built.tables.items():
+                t = table(name)
+                tick = time.perf_counter()
+                say(f"merging {name}")
+                old = _read_old(conn, t)
+                changed, gone = _diff(builder, name, new, old)
+                change = TableChange(name, new.num_rows)
+                if changed.num_rows or gone.num_rows:
+                    if publish_id is None:
+                        publish_id = _open_batch(conn, run_id, len(batches))
+                    ops = changed.column("_op")
+                    rows = changed.drop_columns(["_op"]).append_column(
+                        "publish_id", pa.array([publish_id] * changed.num_rows, pa.int64())
+                    )
+                    rows = _seal(name, rows, keyring, policy)
+                    if old.num_rows == 0:
+                        write_arrow(conn, t, rows)
+                    else:
+                        delete_keys(conn, t, gone.select(_pk(t)))
+                        upsert_arrow(conn, t, rows)
+                    inserted = int(pa.compute.sum(pa.compute.equal(ops, "insert")).as_py() or 0)
+                    change.inserted, change.updated, change.deleted = (
+                        inserted,
+                        changed.num_rows - inserted,
+                        gone.num_rows,
+                    )
+                    logs.append(_log_rows(name, _pk(t), changed, ops))
+                    if gone.num_rows:
+                        logs.append(_log_rows(name, _pk(t), gone, "delete"))
+                change.seconds = round(time.perf_counter() - tick, 3)
+                changes.append(change)
+            lap("merge")
+            result = PublishResult(publish_id, changes, built.records_read, built.unlinked, built.rekeyed, timings)
+            if publish_id is not None:
+                say("writing the change log")
+                feed = pd.concat(logs, ignore_index=True)
+                feed.insert(0, "publish_id", publish_id)
+                write_arrow(conn, table("core.change_log"), pa.Table.from_pandas(feed, preserve_index=False))
+                conn.execute(
+                    sa.update(table("core.publish_batch"))
+                    .where(table("core.publish_batch").c.publish_id == publish_id)
+                    .values(
+                        finished_at=identity.now(),
+                        changes=len(feed),
+                        summary=json.dumps(result.summary(), sort_keys=True),
+                    )
+                )
+            lap("change_log")
+        return result
+    finally:
+        builder.close()
+
+
+def _open_batch(conn: sa.Connection, run_id: int | None, batches: int) -> int:
+    inserted = conn.execute(
+        sa.insert(table("core.publish_batch")).values(
+            started_at=identity.now(), link_run_id=run_id, staged_batches=batches, changes=0
+        )
+    )
+    return int(inserted.inserted_primary_key[0])  # type: ignore[index]
+
+
+def table_checksums(engine: sa.Engine, tables: Sequence[sa.Table] | None = None) -> dict[str, str]:
+    """SHA-256 of every published table's rows in key order (what "nothing changed" is tested against)."""
+    from schemas.unified import published_tables
+
+    out = {}
+    with engine.connect() as raw:
+        conn = prepared(raw)
+        for t in tables or published_tables():
+            digest = hashlib.sha256()
+            for row in conn.execute(sa.select(t).order_by(*t.primary_key.columns)):
+                digest.update(repr(tuple(row)).encode())
+            out[t.fullname] = digest.hexdigest()
+    return out
