@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -142,3 +143,28 @@ def current_command() -> None:
 
     engine = Settings.from_env().engine()
     click.echo(f"database {current(engine) or 'base (never migrated)'}; code {head()}")
+
+
+@db_group.command("catalogue")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for catalogue.md and catalogue.html (default: HUB_HOME/catalogue).",
+)
+def catalogue_command(out: Path | None) -> None:
+    """Write the data dictionary and sharing catalogue (国发〔2016〕51号) as Markdown and HTML.
+
+    Generated from the published model (tables, columns, Chinese labels, privacy tier, sharing type,
+    the roles allowed) and the source contracts (which department's field feeds each column).
+    """
+    from publish.catalogue import write_catalogue
+    from schemas.base import HubError
+
+    try:
+        settings = Settings.from_env()
+        folder = out or settings.home / "catalogue"
+        for path in write_catalogue(folder):
+            click.echo(f"wrote {path}")
+    except HubError as exc:
+        raise click.ClickException(str(exc)) from None
