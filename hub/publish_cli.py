@@ -30,12 +30,27 @@ def staged_for_publish(settings: Settings) -> list[Batch]:
 
 
 def migrated_engine(settings: Settings) -> sa.Engine:
-    """The hub database, upgraded to this code's newest migration."""
+    """The hub database, upgraded to this code's newest migration, with its consumers and check views."""
     from schemas.migrate import ensure_current
 
     engine = settings.engine()
     ensure_current(engine)
+    prepare_derived(engine, settings)
     return engine
+
+
+def prepare_derived(engine: sa.Engine, settings: Settings) -> None:
+    """Make the roles and scopes match the consumers file, and the check views match checks.yaml."""
+    from publish.checks import load_rules, refresh_views
+    from publish.consumers import load_consumers, sync_consumers
+    from schemas.migrate import prepared
+
+    consumers = load_consumers(settings.consumers)
+    params, rules = load_rules()
+    with engine.begin() as raw:
+        conn = prepared(raw)
+        sync_consumers(conn, consumers)
+        refresh_views(conn, params, rules)
 
 
 def run_publish(settings: Settings) -> PublishResult:
@@ -113,11 +128,15 @@ def db_group() -> None:
 def upgrade_command(revision: str) -> None:
     """Migrate the hub database up to REVISION (default: the newest)."""
     from schemas.base import HubError
-    from schemas.migrate import upgrade
+    from schemas.migrate import head, upgrade
 
     try:
-        engine = Settings.from_env().engine()
-        click.echo(f"hub database at revision {upgrade(engine, revision)}")
+        settings = Settings.from_env()
+        engine = settings.engine()
+        at = upgrade(engine, revision)
+        if at == head():
+            prepare_derived(engine, settings)
+        click.echo(f"hub database at revision {at}")
     except HubError as exc:
         raise click.ClickException(str(exc)) from None
 

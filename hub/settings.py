@@ -58,6 +58,7 @@ class _EnvSettings(BaseSettings):
     keyring: Path | None = Field(default=None, description="demo keyfile path")
     keyring_json: SecretStr | None = None
     sim_data: Path | None = None
+    consumers: Path | None = Field(default=None, description="consumers file (platforms, release consumers)")
     max_quarantine_rate: float = Field(default=0.05, ge=0, le=1)
     quarantine_window_rows: int = Field(default=200, ge=1)
     link_threshold: float = Field(default=0.95, ge=0, le=1)
@@ -90,6 +91,7 @@ class Settings:
     keyring: Path
     keyring_json: SecretStr | None
     sim_data: Path
+    consumers: Path
     sources: Mapping[str, SystemConfig]
     max_quarantine_rate: float
     quarantine_window_rows: int
@@ -121,6 +123,8 @@ class Settings:
         origin("keyring_json", raw.keyring_json, "unset: the keyfile is used")
         sim_data = (raw.sim_data or home / "sim").expanduser().resolve()
         origin("sim_data", raw.sim_data, "default: HUB_HOME/sim")
+        consumers = (raw.consumers or _packaged("publish", "consumers.yaml")).expanduser().resolve()
+        origin("consumers", raw.consumers, "default: the demo consumers file shipped with the hub")
         for name in ("max_quarantine_rate", "quarantine_window_rows", "link_threshold", "link_min_weight"):
             origin(name, env.get(f"HUB_{name.upper()}"), "default")
         sources = {system: _source(system, env, origins) for system in systems()}
@@ -130,6 +134,7 @@ class Settings:
             keyring=keyring,
             keyring_json=raw.keyring_json,
             sim_data=sim_data,
+            consumers=consumers,
             sources=sources,
             max_quarantine_rate=raw.max_quarantine_rate,
             quarantine_window_rows=raw.quarantine_window_rows,
@@ -170,6 +175,7 @@ class Settings:
             ("HUB_KEYRING", str(self.keyring), self.origins["keyring"]),
             ("HUB_KEYRING_JSON", "(set, redacted)" if self.keyring_json else "-", self.origins["keyring_json"]),
             ("HUB_SIM_DATA", str(self.sim_data), self.origins["sim_data"]),
+            ("HUB_CONSUMERS", str(self.consumers), self.origins["consumers"]),
             ("HUB_MAX_QUARANTINE_RATE", str(self.max_quarantine_rate), self.origins["max_quarantine_rate"]),
             ("HUB_QUARANTINE_WINDOW_ROWS", str(self.quarantine_window_rows), self.origins["quarantine_window_rows"]),
             ("HUB_LINK_THRESHOLD", str(self.link_threshold), self.origins["link_threshold"]),
@@ -189,6 +195,15 @@ class Settings:
             if src.airflow_conn:
                 rows.append((f"AIRFLOW_CONN_HUB_{system.upper()}", "(set, redacted)", "env"))
         return rows
+
+
+def _packaged(package: str, name: str) -> Path:
+    """A data file shipped inside one of the hub's packages (without importing the package's modules)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    assert spec is not None and spec.submodule_search_locations
+    return Path(next(iter(spec.submodule_search_locations))) / name
 
 
 def _prefixed(env: Mapping[str, str]) -> dict[str, str]:

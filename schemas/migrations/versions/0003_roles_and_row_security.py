@@ -4,7 +4,7 @@
   the group every community platform's role joins (platform roles come from the consumers file).
 - Grants follow each table's ``info["readers"]`` in ``schemas.unified``; ``statistics`` gets ``release`` only.
 - Row-level security on every table with a ``community_code``: a role reads the rows of the communities
-  ``core.consumer_scope`` lists for it ('*' = all). Roles are cluster-wide, so creating one that exists is
+  ``core.consumer_scope`` lists for it: a community code, its county's code, or '*' for all. Roles are cluster-wide, so creating one that exists is
   not an error, and dropping one that another database still uses is left to the DBA.
 
 Revision ID: 0003
@@ -66,6 +66,7 @@ def upgrade() -> None:
         op.execute(f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY")
         op.execute(
             f"CREATE POLICY community_scope ON {name} FOR SELECT USING ({nullable} community_code IN "
+            f"(SELECT s.community_code FROM {SCOPE} s WHERE s.role_name = current_user) OR left(community_code, 6) IN "
             f"(SELECT s.community_code FROM {SCOPE} s WHERE s.role_name = current_user) OR EXISTS "
             f"(SELECT 1 FROM {SCOPE} s WHERE s.role_name = current_user AND s.community_code = '*'))"
         )
