@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,10 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from publish.build import Batch
-    from publish.publisher import PublishResult
+    from publish.publisher import PublishResult, TableChange
+    from publish.release import ReleaseFigure
+
+    ReleaseOutcome = tuple[int | None, list[TableChange], list[ReleaseFigure]]
 
 
 def staged_for_publish(settings: Settings) -> list[Batch]:
@@ -53,46 +57,74 @@ def prepare_derived(engine: sa.Engine, settings: Settings) -> None:
         refresh_views(conn, params, rules)
 
 
-def run_publish(settings: Settings) -> PublishResult:
-    """Publish what linkage placed, with a spinner naming the stage; one transaction."""
+def run_publish(settings: Settings, release: bool = True) -> tuple[PublishResult, ReleaseOutcome | None]:
+    """Publish what linkage placed (one transaction), then the release tier behind its k/l gate (another)."""
     from rich.console import Console
 
     from hub.link_cli import one_link_at_a_time
     from privacy.policy import load_policy
+    from publish.consumers import load_consumers
     from publish.publisher import publish
+    from publish.release import publish_release
     from schemas.contract import packaged_contracts
 
     engine = migrated_engine(settings)
     console = Console(stderr=True)
     try:
         # the link lock: a publish reads the lineage a running link would be rewriting
+        keyring, policy = settings.load_keyring(), load_policy()
         with one_link_at_a_time(settings.home / "runs" / "link"), console.status("publishing") as status:
-            return publish(
+            result = publish(
                 engine,
                 staged_for_publish(settings),
-                settings.load_keyring(),
-                load_policy(),
+                keyring,
+                policy,
                 packaged_contracts(),
                 progress=lambda stage: status.update(stage),
             )
+            outcome = None
+            if release:
+                consumers = load_consumers(settings.consumers)
+                year = datetime.now(UTC).year
+                outcome = publish_release(engine, consumers, keyring, policy, year, progress=status.update)
+            return result, outcome
     finally:
         engine.dispose()
 
 
-def print_publish_summary(result: PublishResult, seconds: float) -> None:
-    """Rows and changes per table, then where the feed starts."""
+def print_publish_summary(result: PublishResult, release: ReleaseOutcome | None, seconds: float) -> None:
+    """Rows and changes per table, the release gate's figures, then the totals."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=max(Console().width, 140))
     title = f"publish {result.publish_id}" if result.publish_id is not None else "publish: nothing changed"
     table = Table(title=title)
     for name in ("table", "rows", "inserted", "updated", "deleted", "seconds"):
         table.add_column(name, justify="left" if name == "table" else "right")
-    for t in result.tables:
+    for t in result.tables + (release[1] if release else []):
         table.add_row(t.table, f"{t.rows:,}", f"{t.inserted:,}", f"{t.updated:,}", f"{t.deleted:,}", f"{t.seconds:.2f}")
     console.print(table)
-    console.print(f"records read {result.records_read:,}; change-log rows {result.changes:,}; {seconds:.1f}s")
+    if release:
+        gate = Table(title="release tier: k-anonymity and distinct l-diversity (suppressed groups removed first)")
+        for name in ("table", "quasi-identifiers", "persons", "suppressed", "groups", "k min", "l min", "verdict"):
+            gate.add_column(name, justify="left" if name in ("table", "quasi-identifiers") else "right")
+        for f in release[2]:
+            gate.add_row(
+                f.table,
+                ", ".join(f.quasi_identifiers) + (f" | {', '.join(f.sensitive)}" if f.sensitive else ""),
+                f"{f.persons:,}",
+                f"{f.suppressed:,}",
+                f"{f.groups:,}",
+                str(f.k_min),
+                str(f.l_min if f.sensitive else "-"),
+                f"k≥{f.threshold_k}"
+                + (f", l≥{f.threshold_l}" if f.sensitive else "")
+                + (" ok" if f.passes else " FAILS"),
+            )
+        console.print(gate)
+    feed = result.changes + (sum(t.changes for t in release[1]) if release else 0)
+    console.print(f"records read {result.records_read:,}; change-log rows {feed:,}; {seconds:.1f}s")
     for dataset, n in sorted(result.unlinked.items()):
         console.print(f"  {dataset}: {n:,} staged records not linked yet (run `hub link`), not published")
     for column, n in sorted(result.rekeyed.items()):
@@ -100,7 +132,8 @@ def print_publish_summary(result: PublishResult, seconds: float) -> None:
 
 
 @click.command("publish")
-def publish_command() -> None:
+@click.option("--no-release", is_flag=True, help="Publish core and sensitive only; leave the release tier as it is.")
+def publish_command(no_release: bool) -> None:
     """Publish the linked, pseudonymised records into the unified community database.
 
     One transaction: the database's current state is compared with what the staged batches and the
@@ -112,10 +145,10 @@ def publish_command() -> None:
     started = time.perf_counter()
     try:
         settings = Settings.from_env()
-        result = run_publish(settings)
+        result, release = run_publish(settings, release=not no_release)
     except HubError as exc:
         raise click.ClickException(str(exc)) from None
-    print_publish_summary(result, time.perf_counter() - started)
+    print_publish_summary(result, release, time.perf_counter() - started)
 
 
 @click.group("db")

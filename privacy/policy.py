@@ -136,6 +136,8 @@ class Policy:
     linkage_legal_basis: str
     threshold_k: int = 5
     quasi_identifier_sets: Mapping[str, tuple[tuple[str, ...], ...]] = field(default_factory=dict)
+    threshold_l: int = 2
+    sensitive_columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def resolve(self, contract: Contract, contract_field: ContractField) -> Resolution:
         """Pick the rule for a field: 'dataset.field' beats 'table.column', which beats the class default."""
@@ -202,9 +204,11 @@ def _parse_rule(key: str, raw: Any, path: Path) -> Rule:
     )
 
 
-def _parse_reidentification(raw: Any, path: Path) -> tuple[int, dict[str, tuple[tuple[str, ...], ...]]]:
+def _parse_reidentification(
+    raw: Any, path: Path
+) -> tuple[int, dict[str, tuple[tuple[str, ...], ...]], int, dict[str, tuple[str, ...]]]:
     if raw is None:
-        return 5, {}
+        return 5, {}, 2, {}
     if not isinstance(raw, Mapping):
         raise PolicyError(path, "must be a mapping", "reidentification")
     k = raw.get("threshold_k", 5)
@@ -223,7 +227,16 @@ def _parse_reidentification(raw: Any, path: Path) -> tuple[int, dict[str, tuple[
         ):
             raise PolicyError(path, "must be a list of non-empty column lists", where)
         sets[str(table)] = tuple(tuple(cols) for cols in lists)
-    return k, sets
+    l_div = raw.get("threshold_l", 2)
+    if not isinstance(l_div, int) or l_div < 1:
+        raise PolicyError(path, "threshold_l must be a positive integer", "reidentification")
+    sensitive_raw = raw.get("sensitive_columns") or {}
+    if not isinstance(sensitive_raw, Mapping) or not all(
+        isinstance(cols, list) and all(isinstance(c, str) for c in cols) for cols in sensitive_raw.values()
+    ):
+        raise PolicyError(path, "sensitive_columns must map table -> list of columns", "reidentification")
+    sensitive = {str(t): tuple(cols) for t, cols in sensitive_raw.items()}
+    return k, sets, l_div, sensitive
 
 
 def parse_policy(raw: Any, path: Path | str = "<policy>") -> Policy:
@@ -264,7 +277,7 @@ def parse_policy(raw: Any, path: Path | str = "<policy>") -> Policy:
     linkage = raw.get("linkage")
     if not isinstance(linkage, Mapping):
         raise PolicyError(path, "must give the purpose and legal_basis of linkage tokens", "linkage")
-    threshold_k, sets = _parse_reidentification(raw.get("reidentification"), path)
+    threshold_k, sets, threshold_l, sensitive = _parse_reidentification(raw.get("reidentification"), path)
     return Policy(
         path=str(path),
         version=version,
@@ -275,6 +288,8 @@ def parse_policy(raw: Any, path: Path | str = "<policy>") -> Policy:
         linkage_legal_basis=_text(linkage, "legal_basis", path, "linkage"),
         threshold_k=threshold_k,
         quasi_identifier_sets=sets,
+        threshold_l=threshold_l,
+        sensitive_columns=sensitive,
     )
 
 

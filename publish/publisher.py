@@ -18,8 +18,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from linkage import store as identity
@@ -142,11 +144,10 @@ def read_identity(conn: sa.Connection) -> tuple[pa.Table, pa.Table, pa.Table, in
     return lineage, merged, events, run
 
 
-def _diff(builder: Builder, name: str, new: pa.Table, old: pa.Table) -> tuple[pa.Table, pa.Table]:
+def _diff(con: duckdb.DuckDBPyConnection, name: str, new: pa.Table, old: pa.Table) -> tuple[pa.Table, pa.Table]:
     """(rows to write with their ``_op``, keys to delete with their community) for one table."""
     t = table(name)
     pk = _pk(t)
-    con = builder.con
     con.register("_new", new)
     con.register("_old", old)
     match = " AND ".join(f"CAST(n.{c} AS VARCHAR) = CAST(o.{c} AS VARCHAR)" for c in pk)
@@ -215,64 +216,81 @@ def publish(
         say("building the published tables")
         built = builder.build()
         lap("build")
-        changes: list[TableChange] = []
-        with engine.begin() as raw:
-            conn = prepared(raw)
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK})")
-            publish_id: int | None = None
-            logs: list[pd.DataFrame] = []
-            for name, new in built.tables.items():
-                t = table(name)
-                tick = time.perf_counter()
-                say(f"merging {name}")
-                old = _read_old(conn, t)
-                changed, gone = _diff(builder, name, new, old)
-                change = TableChange(name, new.num_rows)
-                if changed.num_rows or gone.num_rows:
-                    if publish_id is None:
-                        publish_id = _open_batch(conn, run_id, len(batches))
-                    ops = changed.column("_op")
-                    rows = changed.drop_columns(["_op"]).append_column(
-                        "publish_id", pa.array([publish_id] * changed.num_rows, pa.int64())
-                    )
-                    rows = _seal(name, rows, keyring, policy)
-                    if old.num_rows == 0:
-                        write_arrow(conn, t, rows)
-                    else:
-                        delete_keys(conn, t, gone.select(_pk(t)))
-                        upsert_arrow(conn, t, rows)
-                    inserted = int(pa.compute.sum(pa.compute.equal(ops, "insert")).as_py() or 0)
-                    change.inserted, change.updated, change.deleted = (
-                        inserted,
-                        changed.num_rows - inserted,
-                        gone.num_rows,
-                    )
-                    logs.append(_log_rows(name, _pk(t), changed, ops))
-                    if gone.num_rows:
-                        logs.append(_log_rows(name, _pk(t), gone, "delete"))
-                change.seconds = round(time.perf_counter() - tick, 3)
-                changes.append(change)
-            lap("merge")
-            result = PublishResult(publish_id, changes, built.records_read, built.unlinked, built.rekeyed, timings)
-            if publish_id is not None:
-                say("writing the change log")
-                feed = pd.concat(logs, ignore_index=True)
-                feed.insert(0, "publish_id", publish_id)
-                write_arrow(conn, table("core.change_log"), pa.Table.from_pandas(feed, preserve_index=False))
-                conn.execute(
-                    sa.update(table("core.publish_batch"))
-                    .where(table("core.publish_batch").c.publish_id == publish_id)
-                    .values(
-                        finished_at=identity.now(),
-                        changes=len(feed),
-                        summary=json.dumps(result.summary(), sort_keys=True),
-                    )
-                )
-            lap("change_log")
-        return result
+        publish_id, changes = apply(engine, builder.con, built.tables, keyring, policy, run_id, len(batches), say)
+        lap("merge")
+        return PublishResult(publish_id, changes, built.records_read, built.unlinked, built.rekeyed, timings)
     finally:
         builder.close()
+
+
+def apply(
+    engine: sa.Engine,
+    duck: duckdb.DuckDBPyConnection,
+    tables: Mapping[str, pa.Table],
+    keyring: Keyring,
+    policy: Policy,
+    run_id: int | None,
+    batches: int,
+    say: Callable[[str], None],
+) -> tuple[int | None, list[TableChange]]:
+    """Merge the new state of ``tables`` into the database in one transaction, with the change log.
+
+    Returns the publish batch id (None when nothing differed: then nothing at all is written).
+    """
+    changes: list[TableChange] = []
+    with engine.begin() as raw:
+        conn = prepared(raw)
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK})")
+        publish_id: int | None = None
+        logs: list[pd.DataFrame] = []
+        for name, new in tables.items():
+            t = table(name)
+            tick = time.perf_counter()
+            say(f"merging {name}")
+            old = _read_old(conn, t)
+            changed, gone = _diff(duck, name, new, old)
+            change = TableChange(name, new.num_rows)
+            if changed.num_rows or gone.num_rows:
+                if publish_id is None:
+                    publish_id = _open_batch(conn, run_id, batches)
+                ops = changed.column("_op")
+                rows = changed.drop_columns(["_op"]).append_column(
+                    "publish_id", pa.array([publish_id] * changed.num_rows, pa.int64())
+                )
+                rows = _seal(name, rows, keyring, policy)
+                if old.num_rows == 0:
+                    write_arrow(conn, t, rows)
+                else:
+                    delete_keys(conn, t, gone.select(_pk(t)))
+                    upsert_arrow(conn, t, rows)
+                inserted = int(pc.sum(pc.equal(ops, "insert")).as_py() or 0)
+                change.inserted, change.updated, change.deleted = inserted, changed.num_rows - inserted, gone.num_rows
+                logs.append(_log_rows(name, _pk(t), changed, ops))
+                if gone.num_rows:
+                    logs.append(_log_rows(name, _pk(t), gone, "delete"))
+            change.seconds = round(time.perf_counter() - tick, 3)
+            changes.append(change)
+        if publish_id is not None:
+            say("writing the change log")
+            feed = pd.concat(logs, ignore_index=True)
+            feed.insert(0, "publish_id", publish_id)
+            write_arrow(conn, table("core.change_log"), pa.Table.from_pandas(feed, preserve_index=False))
+            counts = {
+                c.table: {"rows": c.rows, "insert": c.inserted, "update": c.updated, "delete": c.deleted}
+                for c in changes
+            }
+            batch = table("core.publish_batch")
+            conn.execute(
+                sa.update(batch)
+                .where(batch.c.publish_id == publish_id)
+                .values(
+                    finished_at=identity.now(),
+                    changes=len(feed),
+                    summary=json.dumps({"tables": counts}, sort_keys=True),
+                )
+            )
+    return publish_id, changes
 
 
 def _open_batch(conn: sa.Connection, run_id: int | None, batches: int) -> int:

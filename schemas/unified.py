@@ -610,6 +610,8 @@ class _ReleaseColumns:
     age_band: Mapped[str] = mapped_column(sa.String(8), comment="年龄段（5岁一组）")
     sex: Mapped[str] = mapped_column(sa.String(1), comment="性别")
     county_code: Mapped[str] = mapped_column(sa.String(6), comment="县级区划代码")
+    row_hash: Mapped[str] = row_hash()
+    publish_id: Mapped[int] = publish_id()
 
 
 class ReleaseResident(_ReleaseColumns, Base):

@@ -1,0 +1,220 @@
+"""The release tier: generalised microdata for statistics and sharing outside the platform.
+
+Built from the published core and sensitive tables: ages in 5-year bands, the county instead of the
+community, no masked or sealed values, and a person token per consumer (its own key domain, so two
+consumers' extracts cannot be joined). Groups of the quasi-identifiers smaller than k, or with fewer than l
+distinct values of a sensitive column, are suppressed; then the gate checks k and l on what is left and
+refuses the release if either fails. The quasi-identifiers, sensitive columns, k and l come from the
+privacy policy (``reidentification``), the consumers from the consumers file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+import sqlalchemy as sa
+
+from privacy.keyring import Keyring
+from privacy.operators import token_series
+from privacy.policy import Policy
+from publish.build import row_hash_sql
+from publish.consumers import Consumer
+from publish.publisher import TableChange, apply
+from schemas.base import HubError
+from schemas.bulk import qualified, read_arrow
+from schemas.migrate import prepared
+from schemas.unified import table
+
+TOP_BAND = 85  # everyone 85 or older shares one band: the oldest are few and easy to single out
+
+
+class ReleaseRefused(HubError):
+    """A release table would not meet k-anonymity or l-diversity; nothing of the release was written."""
+
+
+@dataclass(frozen=True)
+class ReleaseFigure:
+    """What the gate measured on one release table (the privacy report shows these)."""
+
+    table: str
+    quasi_identifiers: tuple[str, ...]
+    sensitive: tuple[str, ...]
+    persons: int
+    suppressed: int
+    groups: int
+    k_min: int | None
+    l_min: int | None
+    threshold_k: int
+    threshold_l: int
+
+    @property
+    def passes(self) -> bool:
+        """k and (where the table has sensitive columns) distinct l hold."""
+        k_ok = self.k_min is None or self.k_min >= self.threshold_k
+        l_ok = not self.sensitive or self.l_min is None or self.l_min >= self.threshold_l
+        return k_ok and l_ok
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, with the verdict."""
+        return asdict(self) | {"passes": self.passes}
+
+
+#: release table -> the SQL (over the published tables) of its un-generalised rows, one per person and value
+_SOURCES = {
+    "resident": "SELECT p.person_key, p.birth_year, p.sex, p.county_code, p.residence_type FROM person p",
+    "disability": (
+        "SELECT DISTINCT p.person_key, p.birth_year, p.sex, p.county_code, d.category "
+        "FROM disability_certificate d JOIN person p USING (person_key)"
+    ),
+    "social_assistance": (
+        "SELECT DISTINCT p.person_key, p.birth_year, p.sex, p.county_code, '低保' AS programme "
+        "FROM dibao_membership m JOIN person p USING (person_key) WHERE m.status = '在保' "
+        "UNION SELECT DISTINCT p.person_key, p.birth_year, p.sex, p.county_code, r.category AS programme "
+        "FROM social_relief r JOIN person p USING (person_key)"
+    ),
+}
+_READ = {
+    "person": ("core.person", ("person_key", "birth_year", "sex", "county_code", "residence_type")),
+    "disability_certificate": ("sensitive.disability_certificate", ("person_key", "category")),
+    "dibao_membership": ("core.dibao_membership", ("person_key", "status")),
+    "social_relief": ("core.social_relief", ("person_key", "category")),
+}
+
+
+def age_band_sql(year: int) -> str:
+    """DuckDB expression: the 5-year age band of ``birth_year`` in ``year`` ('00-04' … '80-84', '85+')."""
+    lo = f"least(CAST(floor(({year} - birth_year) / 5) AS INTEGER) * 5, {TOP_BAND})"
+    return (
+        f"CASE WHEN {year} - birth_year >= {TOP_BAND} THEN '{TOP_BAND}+' "
+        f"ELSE lpad(CAST({lo} AS VARCHAR), 2, '0') || '-' || lpad(CAST({lo} + 4 AS VARCHAR), 2, '0') END"
+    )
+
+
+def suppress(source: str, qi: Sequence[str], sensitive: Sequence[str], k: int, l_div: int) -> str:
+    """SQL of ``source``'s rows whose QI group has at least k persons and l distinct values of each sensitive column."""
+    group = ", ".join(qi)
+    l_cols = "".join(f", count(DISTINCT {c}) AS l_{c}" for c in sensitive)
+    l_cond = "".join(f" AND g.l_{c} >= {l_div}" for c in sensitive)
+    return (
+        f"SELECT s.* FROM {source} s JOIN (SELECT {group}, count(DISTINCT person_key) AS n{l_cols} FROM {source} "
+        f"GROUP BY {group}) g USING ({group}) WHERE g.n >= {k}{l_cond}"
+    )
+
+
+def measure(
+    con: duckdb.DuckDBPyConnection, rel: str, qi: Sequence[str], sensitive: Sequence[str]
+) -> tuple[int | None, int | None, int]:
+    """(k_min, l_min, groups) of a relation over its quasi-identifiers."""
+    group = ", ".join(qi)
+    l_expr = ", ".join(f"count(DISTINCT {c})" for c in sensitive)
+    l_part = f", least({l_expr})" if sensitive else ", NULL"
+    row = con.execute(
+        f"SELECT min(n), min(l), count(*) FROM (SELECT count(DISTINCT person_key) AS n{l_part} AS l "
+        f"FROM {rel} GROUP BY {group})"
+    ).fetchone()
+    assert row is not None
+    return (None if row[0] is None else int(row[0])), (None if row[1] is None else int(row[1])), int(row[2])
+
+
+def build_release(
+    engine: sa.Engine, consumers: Sequence[Consumer], keyring: Keyring, policy: Policy, year: int
+) -> tuple[duckdb.DuckDBPyConnection, dict[str, pa.Table], list[ReleaseFigure]]:
+    """The release tables' new state (one row set per release consumer) and the gate's figures."""
+    con = duckdb.connect()
+    con.execute("SET temp_directory = ''")
+    with engine.connect() as raw:
+        conn = prepared(raw)
+        for name, (published, columns) in _READ.items():
+            data = read_arrow(conn, f"SELECT {', '.join(columns)} FROM {qualified(conn, table(published))}", columns)
+            con.register(f"_{name}", data)
+            casts = ", ".join(f"CAST({c} AS INTEGER) AS {c}" if c == "birth_year" else c for c in columns)
+            con.execute(f"CREATE TABLE {name} AS SELECT {casts} FROM _{name}")
+            con.unregister(f"_{name}")
+    readers = [c for c in consumers if c.kind == "release"]
+    tables: dict[str, pa.Table] = {}
+    figures: list[ReleaseFigure] = []
+    for name, source in _SOURCES.items():
+        qi = policy.sets_for(name)[0]
+        sensitive = policy.sensitive_columns.get(name, ())
+        extra = [c for c in qi if c not in ("age_band", "sex", "county_code")]
+        con.execute(
+            f"CREATE TABLE g_{name} AS SELECT person_key, {age_band_sql(year)} AS age_band, sex, county_code"
+            f"{''.join(', ' + c for c in extra)}{''.join(', ' + c for c in sensitive)} "
+            f"FROM ({source}) WHERE birth_year IS NOT NULL AND sex IS NOT NULL"
+        )
+        kept_rows = suppress(f"g_{name}", qi, sensitive, policy.threshold_k, policy.threshold_l)
+        con.execute(f"CREATE TABLE r_{name} AS {kept_rows}")
+        persons = _scalar(con, f"SELECT count(DISTINCT person_key) FROM g_{name}")
+        kept = _scalar(con, f"SELECT count(DISTINCT person_key) FROM r_{name}")
+        k_min, l_min, groups = measure(con, f"r_{name}", qi, sensitive)
+        figures.append(
+            ReleaseFigure(
+                f"release.{name}",
+                tuple(qi),
+                tuple(sensitive),
+                persons,
+                persons - kept,
+                groups,
+                k_min,
+                l_min,
+                policy.threshold_k,
+                policy.threshold_l,
+            )
+        )
+        frame = con.execute(f"SELECT * FROM r_{name}").df()
+        parts = []
+        for consumer in readers:
+            tokens = token_series(frame["person_key"].astype("string"), keyring, consumer.token_domain)
+            parts.append(
+                frame.drop(columns=["person_key"]).assign(consumer=consumer.name, person_token=tokens.to_numpy())
+            )
+        out = pd.concat(parts, ignore_index=True) if parts else frame.drop(columns=["person_key"]).iloc[0:0]
+        con.register("_out", pa.Table.from_pandas(out, preserve_index=False))
+        wanted = [c.name for c in table(f"release.{name}").c if c.name not in ("row_hash", "publish_id")]
+        tables[f"release.{name}"] = con.sql(
+            f"SELECT DISTINCT {', '.join(wanted)}, {row_hash_sql(wanted)} AS row_hash FROM _out"
+        ).to_arrow_table()
+        con.unregister("_out")
+    return con, tables, figures
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, query: str) -> int:
+    row = con.execute(query).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def gate(figures: Sequence[ReleaseFigure]) -> None:
+    """Refuse the release when any table fails k-anonymity or distinct l-diversity."""
+    failing = [f for f in figures if not f.passes]
+    if failing:
+        detail = "; ".join(
+            f"{f.table}: k={f.k_min} (needs {f.threshold_k})"
+            + (f", l={f.l_min} (needs {f.threshold_l})" if f.sensitive else "")
+            for f in failing
+        )
+        raise ReleaseRefused(f"release refused: {detail}")
+
+
+def publish_release(
+    engine: sa.Engine,
+    consumers: Sequence[Consumer],
+    keyring: Keyring,
+    policy: Policy,
+    year: int,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[int | None, list[TableChange], list[ReleaseFigure]]:
+    """Build, gate and publish the release tier (its own transaction and publish batch)."""
+    say = progress or (lambda _stage: None)
+    say("building the release tier")
+    con, tables, figures = build_release(engine, consumers, keyring, policy, year)
+    try:
+        gate(figures)
+        publish_id, changes = apply(engine, con, tables, keyring, policy, None, 0, say)
+    finally:
+        con.close()
+    return publish_id, changes, figures
