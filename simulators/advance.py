@@ -2,7 +2,8 @@
 
 For every HTTP and SQL dataset a fraction of records gets a plausible attribute change with a cursor time
 after the current maximum; a smaller "late" fraction gets a time just before it (within ten minutes), as a
-late-arriving update would. The ground truth of what changed goes to DIR/truth/changes_<n>.parquet.
+late-arriving update would. The ground truth of what changed goes to DIR/truth/changes_<n>.parquet, and
+DIR/truth/conflicts.parquet is derived again from the changed sources (a 迁出 or a 停保 moves the cases).
 Deterministic for a seed and the number of earlier advances.
 """
 
@@ -25,6 +26,7 @@ from sqlalchemy.engine import make_url
 from schemas.base import write_atomic
 from schemas.contract import Contract, packaged_contracts
 from schemas.id_number import check_characters_series
+from simulators.conflicts import FIELDS, conflict_counts, find_conflicts
 
 AS_OF = pd.Timestamp("2026-11-01 00:00:00")  # the generator's fixed "now"
 LATE_WINDOW_SECONDS = 600  # late updates land within ten minutes before the current maximum
@@ -47,6 +49,7 @@ class AdvanceSummary:
     changes_path: Path
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     csv_drop: Path | None = None
+    conflicts: dict[str, int] = field(default_factory=dict)  # truth/conflicts.parquet rows per rule, after
 
     def total(self, kind: str | None = None) -> int:
         """Rows changed in all datasets (of one kind: changed, late or new)."""
@@ -454,6 +457,55 @@ def _advance_births(
     return path, truth
 
 
+def _read_sql_columns(location: dict[str, Any], columns: list[str], url_override: str | None) -> pd.DataFrame:
+    """Some columns of one SQL table, as text."""
+    table = sa.table(location["table"], *(sa.column(c) for c in columns), schema=location.get("schema"))
+    engine = sa.create_engine(url_override or location["url"])
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(*(table.c[c] for c in columns))).all()
+    finally:
+        engine.dispose()
+    return pd.DataFrame.from_records(rows, columns=columns).astype("string")
+
+
+def rewrite_conflicts(data_dir: Path, manifest: dict[str, Any], sql_url: str | None = None) -> dict[str, int] | None:
+    """Derive DIR/truth/conflicts.parquet again from the sources as they are now; None without truth files.
+
+    The fields the rules read carry no dirt (only their date format may vary, and a departure date only
+    counts as set or not), so the source text gives the same answer as the clean facts; the true person
+    of each record comes from truth/records.parquet.
+    """
+    truth_dir = data_dir / "truth"
+    if not ((truth_dir / "persons.parquet").is_file() and (truth_dir / "records.parquet").is_file()):
+        return None
+    records = pd.read_parquet(truth_dir / "records.parquet", columns=["dataset", "record_id", "person_id"])
+    records = records.astype("string").drop_duplicates(["dataset", "record_id"])
+    contracts = packaged_contracts()
+    views: dict[str, pd.DataFrame] = {}
+    for dataset, names in FIELDS.items():
+        contract = contracts[dataset]
+        mine = records[(records["dataset"] == dataset).to_numpy(dtype=bool)]
+        if dataset == "jisheng.births":  # the rule reads only who the mother is
+            views[dataset] = mine[["record_id", "person_id"]].reset_index(drop=True)
+            continue
+        sources = [contract.field(name).source for name in ("record_id", *names)]
+        if contract.interface in ("http_cursor", "http_offset"):
+            frame = pd.read_parquet(data_dir / "http" / f"{dataset}.parquet", columns=sources).astype("string")
+        else:
+            frame = _read_sql_columns(sql_location(data_dir, manifest, contract), sources, sql_url)
+        frame.columns = pd.Index(["record_id", *names])
+        person = pd.Series(mine["person_id"].to_numpy(), index=mine["record_id"].to_numpy())
+        frame["person_id"] = frame["record_id"].map(person).astype("string")
+        views[dataset] = frame.dropna(subset=["person_id"]).reset_index(drop=True)
+    persons = pd.read_parquet(truth_dir / "persons.parquet", columns=["person_id", "birth_date"])
+    born = pd.to_datetime(persons["birth_date"], errors="coerce").dt.year
+    years = pd.Series(born.to_numpy(), index=persons["person_id"].astype("string").to_numpy())
+    conflicts = find_conflicts(views, years)
+    write_atomic(truth_dir / "conflicts.parquet", conflicts.to_parquet(index=False))
+    return conflict_counts(conflicts)
+
+
 def read_manifest(data_dir: Path) -> dict[str, Any]:
     """DIR/manifest.json, or a FileNotFoundError naming the folder that is not a generated one."""
     path = Path(data_dir) / "manifest.json"
@@ -500,6 +552,7 @@ def advance(
             csv_drop, births = _advance_births(data_dir, contract, changed, rng)
             parts.append(births)
     changes = pd.concat([p for p in parts if len(p)], ignore_index=True).astype("string")
+    conflicts = rewrite_conflicts(data_dir, manifest, sql_url)
     changes_path = truth_dir / f"changes_{number}.parquet"
     write_atomic(changes_path, changes.to_parquet(index=False))
     counts = {
@@ -516,4 +569,4 @@ def advance(
         births["files"] = sorted({*births["files"], csv_drop.name})  # readers that list files see the drop
     text = json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
     write_atomic(data_dir / "manifest.json", text)
-    return AdvanceSummary(number, changes_path, counts, csv_drop)
+    return AdvanceSummary(number, changes_path, counts, csv_drop, conflicts or {})

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from schemas.contract import Contract, ContractField, packaged_contracts
+from simulators.conflicts import FIELDS, conflict_counts, find_conflicts, plant_conflicts
 from simulators.dirty import (
     BIT,
     DEFAULT_RATES,
@@ -43,6 +44,7 @@ from simulators.population import (
     cursor_times,
     padded,
     stage_rng,
+    years_of,
 )
 from simulators.writers import (
     SqlTable,
@@ -119,6 +121,7 @@ class GenerateSummary:
     truth_records: int
     seconds: float
     stage_seconds: dict[str, float]
+    conflicts: dict[str, int] = field(default_factory=dict)  # truth/conflicts.parquet rows per rule
 
 
 @dataclass
@@ -261,6 +264,21 @@ def with_exact_copies(r: Rendered, rate: float, rng: np.random.Generator) -> Ren
         np.concatenate([marks, marks[pos]]),
         np.concatenate([r.copy_of, pos]),
     )
+
+
+def conflict_view(contract: Contract, facts: pd.DataFrame, people: pd.DataFrame) -> pd.DataFrame:
+    """The clean values the conflict rules read (conflicts.FIELDS), with the true person of each record."""
+    idx = facts["person"].to_numpy()
+    view = {
+        "record_id": facts["record_id"].reset_index(drop=True).astype("string"),
+        "person_id": people["person_id"].iloc[idx].reset_index(drop=True).astype("string"),
+    }
+    for name in FIELDS[contract.dataset]:
+        values = _field_values(contract.field(name), facts, people, idx)
+        if values.dtype.kind == "M":
+            values = values.dt.strftime("%Y-%m-%d")
+        view[name] = values.astype("string")
+    return pd.DataFrame(view)
 
 
 def _truth_records(dataset: str, contract: Contract, r: Rendered, people: pd.DataFrame) -> pd.DataFrame:
@@ -415,7 +433,8 @@ def generate(
     step("population")
     people = build_population(residents, seed)
     step("services")
-    facts = build_services(people, seed)
+    facts = plant_conflicts(people, build_services(people, seed), seed)
+    views: dict[str, pd.DataFrame] = {}
 
     rendered: dict[str, Rendered] = {}
     datasets_meta: dict[str, dict[str, object]] = {}
@@ -430,9 +449,13 @@ def generate(
         system = {"http_cursor": "http", "http_offset": "http"}.get(contract.interface, contract.interface)
         if system in ("http", "sql"):
             source_facts, second = with_second_records(facts[dataset], rates.duplicate, rng)
+            if dataset in FIELDS:
+                views[dataset] = conflict_view(contract, source_facts, people)
             r = render(contract, source_facts, people, rng, rates, system)
             r.marks[second] |= BIT["duplicate"]
         else:
+            if dataset in FIELDS:
+                views[dataset] = conflict_view(contract, facts[dataset], people)
             r = with_exact_copies(
                 render(contract, facts[dataset], people, rng, rates, system), rates.duplicate, rng
             )
@@ -472,6 +495,9 @@ def generate(
     write_parquet(_truth_persons(people), out / "truth" / "persons.parquet")
     records = pd.concat(truth_parts, ignore_index=True)
     write_parquet(records, out / "truth" / "records.parquet")
+    birth_years = pd.Series(years_of(people["birth_date"].to_numpy(dtype="datetime64[D]")), index=people["person_id"])
+    conflicts = find_conflicts(views, birth_years)
+    write_parquet(conflicts, out / "truth" / "conflicts.parquet")
     manifest = {
         "seed": seed,
         "residents": residents,
@@ -493,4 +519,5 @@ def generate(
         truth_records=len(records),
         seconds=time.perf_counter() - started,
         stage_seconds=timings,
+        conflicts=conflict_counts(conflicts),
     )

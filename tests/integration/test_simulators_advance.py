@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 
 from schemas.contract import get_contract
 from simulators.advance import advance, fraction_of, read_drops
+from simulators.conflicts import RULES, conflict_counts
 from simulators.generate import generate
 
 RESIDENTS = 1000
@@ -195,5 +196,8 @@ def test_advance_updates_postgresql_tables_in_place(tmp_path: Path, own_pg_url: 
         changes = pd.read_parquet(summary.changes_path)
         for dataset in SQL:
             _check_dataset(before[dataset], read(dataset), changes, dataset)
+        # The conflicts truth was derived again, reading 低保 and 救助 from PostgreSQL.
+        conflicts = pd.read_parquet(folder / "truth" / "conflicts.parquet")
+        assert summary.conflicts == conflict_counts(conflicts) and summary.conflicts[RULES[0]] >= 1
     finally:
         engine.dispose()
