@@ -29,7 +29,9 @@ from schemas.contract import Contract
 from schemas.id_number import check_character
 
 ID_PATTERN = re.compile(r"(?<![0-9A-Za-z])([0-9]{17}[0-9Xx])(?![0-9A-Za-z])")
-MOBILE_PATTERN = re.compile(r"(?<![0-9])(1[3-9][0-9]{9})(?![0-9])")
+# like ID_PATTERN, a phone is not part of a longer alphanumeric run: hex keys and base64 ciphertexts hold
+# eleven-digit runs by chance (about 1 in 200 person keys), which are not phone numbers
+MOBILE_PATTERN = re.compile(r"(?<![0-9A-Za-z])(1[3-9][0-9]{9})(?![0-9A-Za-z])")
 _DIGIT_RUN = r"[0-9]{11}"  # prefilter run in Arrow: both leak patterns need eleven digits in a row
 _CJK = r"[\u4e00-\u9fff]"
 _VERSION_PREFIX = r"^([te])([0-9]+)\."

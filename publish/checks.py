@@ -173,7 +173,7 @@ def refresh_views(conn: sa.Connection, params: dict[str, Any], rules: list[Rule]
     """Drop the old check views and create one per rule plus their union; returns the views made."""
     prefix = "" if conn.dialect.name == "sqlite" else "core."
     invoker = " WITH (security_invoker = true)" if conn.dialect.name == "postgresql" else ""
-    for view in existing_views(conn):
+    for view in sorted(existing_views(conn), key=lambda v: v != UNION_VIEW):  # the union reads the others
         conn.exec_driver_sql(f"DROP VIEW IF EXISTS {prefix}{view}")
     made = []
     for rule in rules:

@@ -1,11 +1,12 @@
 """The release tier: generalised microdata for statistics and sharing outside the platform.
 
 Built from the published core and sensitive tables: ages in 5-year bands, the county instead of the
-community, no masked or sealed values, and a person token per consumer (its own key domain, so two
-consumers' extracts cannot be joined). Groups of the quasi-identifiers smaller than k, or with fewer than l
-distinct values of a sensitive column, are suppressed; then the gate checks k and l on what is left and
-refuses the release if either fails. The quasi-identifiers, sensitive columns, k and l come from the
-privacy policy (``reidentification``), the consumers from the consumers file.
+community (the whole city where a county's group would be too small), no masked or sealed values, and a
+person token per consumer (its own key domain, so two consumers' extracts cannot be joined). Groups of the
+quasi-identifiers smaller than k, or with fewer than l distinct values of a sensitive column, are suppressed;
+then the gate checks k and l on what is left and refuses the release if either fails. The quasi-identifiers,
+sensitive columns, k and l come from the privacy policy (``reidentification``), the consumers from the
+consumers file.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from schemas.migrate import prepared
 from schemas.unified import table
 
 TOP_BAND = 85  # everyone 85 or older shares one band: the oldest are few and easy to single out
+CITY = "150700"  # 呼伦贝尔市: where a county-level group is too small, the row is released at city level
 
 
 class ReleaseRefused(HubError):
@@ -147,8 +149,14 @@ def build_release(
             f"{''.join(', ' + c for c in extra)}{''.join(', ' + c for c in sensitive)} "
             f"FROM ({source}) WHERE birth_year IS NOT NULL AND sex IS NOT NULL"
         )
-        kept_rows = suppress(f"g_{name}", qi, sensitive, policy.threshold_k, policy.threshold_l)
-        con.execute(f"CREATE TABLE r_{name} AS {kept_rows}")
+        k, l_div = policy.threshold_k, policy.threshold_l
+        # local recoding: rows of groups too small at county level try again at city level, then are suppressed
+        con.execute(f"CREATE TABLE r_{name} AS {suppress(f'g_{name}', qi, sensitive, k, l_div)}")
+        con.execute(
+            f"CREATE TABLE c_{name} AS SELECT * REPLACE ('{CITY}' AS county_code) FROM g_{name} "
+            f"EXCEPT ALL SELECT * REPLACE ('{CITY}' AS county_code) FROM r_{name}"
+        )
+        con.execute(f"INSERT INTO r_{name} {suppress(f'c_{name}', qi, sensitive, k, l_div)}")
         persons = _scalar(con, f"SELECT count(DISTINCT person_key) FROM g_{name}")
         kept = _scalar(con, f"SELECT count(DISTINCT person_key) FROM r_{name}")
         k_min, l_min, groups = measure(con, f"r_{name}", qi, sensitive)

@@ -24,6 +24,9 @@ branch_labels = None
 depends_on = None
 
 SCOPE = "core.consumer_scope"
+# a scope row applies to the roles the reading user acts with: its own, or one it inherits (an operator's
+# login granted the back office's role); the subqueries do not depend on the row, so each runs once
+MINE = "pg_has_role(current_user, {alias}.role_name, 'USAGE')"
 
 
 def _create_role(name: str, login: bool) -> None:
@@ -35,7 +38,11 @@ def _create_role(name: str, login: bool) -> None:
 
 
 def _scoped_tables() -> list[str]:
-    return [t.fullname for t in published_tables() if "community_code" in t.c and t.schema != "release"]
+    return [
+        t.fullname
+        for t in published_tables()
+        if "community_code" in t.c and t.schema != "release" and t.fullname != SCOPE  # the scope has its own policy
+    ]
 
 
 def upgrade() -> None:
@@ -60,15 +67,15 @@ def upgrade() -> None:
     # every role reads its own scope rows (the policies below look them up as the reading role)
     op.execute(f"GRANT SELECT ON {SCOPE} TO {', '.join(sorted(set(FIXED_ROLES)))}")
     op.execute(f"ALTER TABLE {SCOPE} ENABLE ROW LEVEL SECURITY")
-    op.execute(f"CREATE POLICY own_scope ON {SCOPE} FOR SELECT USING (role_name = current_user)")
+    op.execute(f"CREATE POLICY own_scope ON {SCOPE} FOR SELECT USING ({MINE.format(alias=SCOPE)})")
     for name in _scoped_tables():
         nullable = " community_code IS NULL OR" if name == "core.change_log" else ""
         op.execute(f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY")
         op.execute(
             f"CREATE POLICY community_scope ON {name} FOR SELECT USING ({nullable} community_code IN "
-            f"(SELECT s.community_code FROM {SCOPE} s WHERE s.role_name = current_user) OR left(community_code, 6) IN "
-            f"(SELECT s.community_code FROM {SCOPE} s WHERE s.role_name = current_user) OR EXISTS "
-            f"(SELECT 1 FROM {SCOPE} s WHERE s.role_name = current_user AND s.community_code = '*'))"
+            f"(SELECT s.community_code FROM {SCOPE} s WHERE {MINE.format(alias='s')}) OR left(community_code, 6) IN "
+            f"(SELECT s.community_code FROM {SCOPE} s WHERE {MINE.format(alias='s')}) OR EXISTS "
+            f"(SELECT 1 FROM {SCOPE} s WHERE {MINE.format(alias='s')} AND s.community_code = '*'))"
         )
 
 
