@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import click
 
@@ -13,18 +14,21 @@ from hub.settings import Settings
 @click.option("--residents", default=20_000, show_default=True, help="Synthetic residents to generate.")
 @click.option("--seed", default=1, show_default=True, help="Seed of the synthetic population.")
 def demo(residents: int, seed: int) -> None:
-    """Generate a synthetic population, serve the six department systems on 127.0.0.1, ingest them all, link.
+    """Generate a synthetic population, serve the six department systems on 127.0.0.1, ingest, link, publish.
 
     Everything goes under $HUB_HOME (default: var/ of the checkout; `hub settings` shows it). A second run
-    continues incrementally: nothing new is staged or linked.
+    continues incrementally: nothing new is staged, linked or published.
     """
     from rich.console import Console
 
     from connectors.registry import registry
     from hub.ingest_cli import print_summary, report_failures, run_ingest
     from hub.link_cli import print_link_summary, run_link
+    from hub.publish_cli import print_publish_summary, run_publish
     from linkage.evaluate import evaluate
     from privacy.keyring import init_keyfile
+    from publish.catalogue import write_catalogue
+    from publish.evaluate import compare_conflicts
     from simulators.generate import generate
     from simulators.http_server import start_servers
 
@@ -56,12 +60,34 @@ def demo(residents: int, seed: int) -> None:
         engine.dispose()
     for line in quality.lines():
         console.print(f"  {line}")
+    console.print("\n[bold]The unified community database[/]")
+    started = time.perf_counter()
+    published, release = run_publish(settings)
+    print_publish_summary(published, release, time.perf_counter() - started)
+    engine = settings.engine()
+    try:
+        console.print("cross-department checks (core.cross_check) against the conflicts the simulators planted:")
+        for f in compare_conflicts(engine, settings.sim_data / "truth" / "conflicts.parquet"):
+            console.print(
+                f"  {f.rule_id:<28} found {f.found:>5,}  planted {f.planted:>5,}  agree {f.matched:>5,}"
+                f"  precision {f.precision:.3f}  recall {f.recall:.3f}"
+            )
+    finally:
+        engine.dispose()
+    catalogue = write_catalogue(settings.home / "catalogue")
     home = settings.home
     console.print("\n[bold]Where to look[/]")
     console.print(f"  staged pseudonymised batches : {home / 'staging'}/<dataset>/<batch>/")
     console.print(f"  encrypted quarantine         : {home / 'quarantine'}  (hub quarantine list)")
     console.print(f"  GX results (no values)       : {home / 'runs' / 'gx'}")
     console.print(f"  incremental state, identity  : {settings.database_url}  (link_person, link_record, …)")
+    tiers = "core, sensitive, release" + (
+        " (on SQLite: one file, names without the tier)" if "sqlite" in settings.database_url else ""
+    )
+    console.print(f"  published database           : {settings.database_url}  ({tiers})")
+    console.print("  change feed                  : core.change_log (seq > since), core.publish_batch")
+    console.print("  cross-department checks      : core.cross_check, one view core.conflict_<rule> per rule")
+    console.print(f"  data dictionary, catalogue   : {catalogue[0]}  and  {catalogue[1]}")
     console.print(f"  linkage models               : {home / 'runs' / 'link'}  (hub link explain RECORD_ID)")
     console.print(f"  synthetic sources and truth  : {settings.sim_data}")
     console.print(f"  privacy officer's report     : hub privacy report --out {home / 'report'}")
