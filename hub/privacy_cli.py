@@ -202,8 +202,15 @@ def report_command(
     if report["leak_scan"] and not report["leak_scan"]["clean"]:
         problems.append("plaintext found in the published database")
     failing = [r for r in report["reidentification"]["tables"] if not r["passes"]]
-    if failing:
-        problems.append(f"{len(failing)} quasi-identifier set(s) below k={report['reidentification']['threshold_k']}")
+    released = [r for r in failing if r.get("tier") == "release"]
+    if released:
+        problems.append(f"{len(released)} release-tier table(s) below k or l: the release gate should have refused")
+    if len(failing) > len(released):
+        k = report["reidentification"]["threshold_k"]
+        problems.append(
+            f"{len(failing) - len(released)} quasi-identifier set(s) below k={k} outside the release tier"
+            " (operational tables: row-level security, never released as they are)"
+        )
     for p in problems:
         click.echo(f"attention: {p}", err=True)
 

@@ -138,28 +138,47 @@ class DatabaseScan:
 
 def _distinct(conn: sa.Connection, column: sa.Column[Any]) -> pd.DataFrame:
     """Distinct values of a column with their row counts: the database does the de-duplication."""
-    query = (
-        sa.select(column.label("value"), sa.func.count().label("n"))
-        .where(column.is_not(None))
-        .group_by(column)
-    )
+    query = sa.select(column.label("value"), sa.func.count().label("n")).where(column.is_not(None)).group_by(column)
     return pd.DataFrame(conn.execute(query).all(), columns=["value", "n"])
 
 
+def _tier(table: sa.Table) -> str:
+    """The published tier of a table: its schema, or on SQLite (no schemas) the model's tier of that name."""
+    if table.schema:
+        return table.schema
+    from schemas.unified import published_tables
+
+    return next((str(t.schema) for t in published_tables() if t.name == table.name), "")
+
+
 def reidentification_risk(
-    conn: sa.Connection, table: sa.Table, quasi_identifiers: Iterable[str], threshold_k: int
+    conn: sa.Connection,
+    table: sa.Table,
+    quasi_identifiers: Iterable[str],
+    threshold_k: int,
+    sensitive: Iterable[str] = (),
+    threshold_l: int = 2,
 ) -> dict[str, Any]:
-    """k-anonymity, uniqueness and prosecutor risk of one table over one quasi-identifier set."""
+    """k-anonymity, uniqueness and prosecutor risk of one table over one quasi-identifier set, and the
+    distinct l-diversity of its sensitive columns (the release tier's gate)."""
     cols = [table.c[c] for c in quasi_identifiers]
-    query = sa.select(sa.func.count().label("n")).select_from(table).group_by(*cols)
-    sizes = pd.Series([r[0] for r in conn.execute(query)], dtype="int64")
+    sensitive = [c for c in sensitive if c in table.c]
+    diversity = [sa.func.count(sa.distinct(table.c[c])) for c in sensitive]
+    query = sa.select(sa.func.count().label("n"), *diversity).select_from(table).group_by(*cols)
+    fetched = conn.execute(query).all()
+    sizes = pd.Series([r[0] for r in fetched], dtype="int64")
+    l_min = min((min(r[1:]) for r in fetched), default=None) if sensitive else None
     rows = int(sizes.sum())
     result: dict[str, Any] = {
         "table": _qualified(table),
+        "tier": _tier(table),
         "quasi_identifiers": list(quasi_identifiers),
+        "sensitive": list(sensitive),
         "rows": rows,
         "classes": len(sizes),
         "threshold_k": threshold_k,
+        "threshold_l": threshold_l if sensitive else None,
+        "l_min": l_min,
     }
     if rows == 0:
         return result | {
@@ -178,7 +197,7 @@ def reidentification_risk(
         # the average over records of 1/(size of the record's class) is classes/rows
         "prosecutor_avg": len(sizes) / rows,
         "records_below_k": float(sizes[sizes < threshold_k].sum() / rows),
-        "passes": k_min >= threshold_k,
+        "passes": k_min >= threshold_k and (l_min is None or l_min >= threshold_l),
     }
 
 
@@ -209,12 +228,11 @@ def scan_database(
                     seen = prefix.dropna()
                     if not seen.empty:
                         per = distinct.loc[seen.index, "n"].groupby(seen[0] + seen[1]).sum()
-                        versions[f"{_qualified(table)}.{column.name}"] = {
-                            str(v): int(n) for v, n in per.items()
-                        }
+                        versions[f"{_qualified(table)}.{column.name}"] = {str(v): int(n) for v, n in per.items()}
                 for qi in policy.sets_for(table.name):
                     if all(c in table.c for c in qi):
-                        risks.append(reidentification_risk(conn, table, qi, k))
+                        sensitive = policy.sensitive_columns.get(table.name, ())
+                        risks.append(reidentification_risk(conn, table, qi, k, sensitive, policy.threshold_l))
     finally:
         engine.dispose()
     return DatabaseScan(
@@ -290,8 +308,7 @@ def _reveal_section(log_path: Path, engine: Engine | None, keyring: Keyring | No
     except ValueError as exc:
         return section | {"read_error": str(exc)}
     outcomes = Counter(
-        "revealed" if e.get("outcome") == "revealed" else str(e.get("outcome", "")).split(":")[0]
-        for e in entries
+        "revealed" if e.get("outcome") == "revealed" else str(e.get("outcome", "")).split(":")[0] for e in entries
     )
     return section | {
         "by_action": dict(Counter(str(e.get("action")) for e in entries)),
@@ -355,8 +372,7 @@ def build_report(
 def _table(headers: list[str], rows: Iterable[Iterable[Any]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape('' if c is None else str(c))}</td>" for c in row) + "</tr>"
-        for row in rows
+        "<tr>" + "".join(f"<td>{html.escape('' if c is None else str(c))}</td>" for c in row) + "</tr>" for row in rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -382,13 +398,9 @@ def render_html(report: Mapping[str, Any]) -> str:
         parts.append(_table(["field", "problem"], [[i["field"], i["problem"]] for i in cov["invalid"]]))
     parts.append("<h2>Policy per dataset</h2>")
     link = report["policy"]["linkage"]
-    parts.append(
-        f"<p>Linkage ({e(', '.join(link['domains']))}): {e(link['purpose'])}; {e(link['legal_basis'])}</p>"
-    )
+    parts.append(f"<p>Linkage ({e(', '.join(link['domains']))}): {e(link['purpose'])}; {e(link['legal_basis'])}</p>")
     for ds in report["datasets"]:
-        parts.append(
-            f"<h3>{e(ds['dataset'])} {e(ds['title'])} ({e(ds['department'])}, {e(ds['sharing_type'])})</h3>"
-        )
+        parts.append(f"<h3>{e(ds['dataset'])} {e(ds['title'])} ({e(ds['department'])}, {e(ds['sharing_type'])})</h3>")
         parts.append(
             _table(
                 ["field", "中文名", "class", "treatment", "display", "purpose", "legal basis"],
@@ -440,9 +452,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     if leak is None:
         parts.append("<p>No database given (--database-url).</p>")
     else:
-        verdict = (
-            "<span class='ok'>clean</span>" if leak["clean"] else "<span class='bad'>PLAINTEXT FOUND</span>"
-        )
+        verdict = "<span class='ok'>clean</span>" if leak["clean"] else "<span class='bad'>PLAINTEXT FOUND</span>"
         parts.append(
             f"<p>{e(leak['database'])}: {leak['tables']} tables, {leak['text_columns']} text columns, "
             f"{leak['names_checked']} ground-truth names checked: {verdict}.</p>"
@@ -469,11 +479,12 @@ def render_html(report: Mapping[str, Any]) -> str:
                     "max risk",
                     "avg risk",
                     "records below k",
+                    "l-min (sensitive)",
                     "verdict",
                 ],
                 [
                     [
-                        r["table"],
+                        r["table"] + (" (release tier)" if r.get("tier") == "release" else ""),
                         ", ".join(r["quasi_identifiers"]),
                         r["rows"],
                         r["classes"],
@@ -482,6 +493,7 @@ def render_html(report: Mapping[str, Any]) -> str:
                         f"{r['prosecutor_max']:.4f}",
                         f"{r['prosecutor_avg']:.4f}",
                         f"{r['records_below_k']:.4f}",
+                        f"{r['l_min']} ({', '.join(r['sensitive'])})" if r.get("sensitive") else "-",
                         "pass" if r["passes"] else "BELOW THRESHOLD",
                     ]
                     for r in risk["tables"]

@@ -141,7 +141,7 @@ def build_release(
     tables: dict[str, pa.Table] = {}
     figures: list[ReleaseFigure] = []
     for name, source in _SOURCES.items():
-        qi = policy.sets_for(name)[0]
+        qi = [c for c in policy.sets_for(name)[0] if c != "consumer"]  # each consumer's extract holds every row
         sensitive = policy.sensitive_columns.get(name, ())
         extra = [c for c in qi if c not in ("age_band", "sex", "county_code")]
         con.execute(

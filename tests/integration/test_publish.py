@@ -387,3 +387,8 @@ def test_no_plaintext_personal_value_anywhere_in_the_published_database(pg: Publ
     scanned = scan.tables
     assert scanned >= len(published_tables()) and scan.columns > 50
     assert scan.clean, [f"{f.table}.{f.column}: {f.kind} x{f.values}" for f in scan.findings]
+    # the privacy officer's report measures the release tier per consumer's extract, as the gate did
+    release = {r["table"]: r for r in scan.reidentification if r["tier"] == "release"}
+    assert set(release) == {"release.resident", "release.disability", "release.social_assistance"}
+    assert all(r["passes"] and r["k_min"] >= 5 for r in release.values())
+    assert release["release.disability"]["l_min"] >= 2 and release["release.resident"]["l_min"] is None
