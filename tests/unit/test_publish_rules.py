@@ -1,0 +1,117 @@
+"""The publish stage's rule files and gates, without a database: release suppression and the k/l gate,
+age bands, the checks YAML, the consumers file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from publish.checks import ChecksError, case_sql, load_rules
+from publish.consumers import ConsumersError, load_consumers
+from publish.release import ReleaseFigure, ReleaseRefused, age_band_sql, gate, suppress
+
+
+def _figure(k: int | None, l_div: int | None, sensitive: tuple[str, ...] = ("category",)) -> ReleaseFigure:
+    return ReleaseFigure("release.disability", ("age_band", "sex", "county_code"), sensitive, 50, 3, 7, k, l_div, 5, 2)
+
+
+def test_the_gate_refuses_a_release_below_k_or_l() -> None:
+    gate([_figure(5, 2), _figure(9, None, ())])
+    with pytest.raises(ReleaseRefused, match=r"release.disability: k=4 \(needs 5\)"):
+        gate([_figure(4, 3)])
+    with pytest.raises(ReleaseRefused, match=r"l=1 \(needs 2\)"):
+        gate([_figure(6, 1)])
+
+
+def test_suppression_keeps_only_groups_of_k_with_l_distinct_values() -> None:
+    con = duckdb.connect()
+    rows = (
+        [("a", f"p{i}", "视力残疾") for i in range(4)]  # 4 persons: under k
+        + [("b", f"q{i}", "肢体残疾") for i in range(6)]  # 6 persons, one category: under l
+        + [("c", f"r{i}", "视力残疾" if i % 2 else "听力残疾") for i in range(5)]  # kept
+    )
+    con.register("src", pd.DataFrame(rows, columns=["county_code", "person_key", "category"]))
+    kept = con.sql(suppress("src", ["county_code"], ["category"], 5, 2)).df()
+    assert sorted(set(kept["county_code"])) == ["c"] and len(kept) == 5
+    without_l = con.sql(suppress("src", ["county_code"], [], 5, 2)).df()
+    assert sorted(set(without_l["county_code"])) == ["b", "c"]
+
+
+def test_age_bands_are_five_years_with_one_band_from_85() -> None:
+    con = duckdb.connect()
+    frame = pd.DataFrame({"birth_year": [2026, 2022, 2021, 1942, 1941, 1900]})
+    con.register("p", frame)
+    bands = [r[0] for r in con.sql(f"SELECT {age_band_sql(2026)} FROM p").fetchall()]
+    assert bands == ["00-04", "00-04", "05-09", "80-84", "85+", "85+"]
+
+
+def test_the_shipped_rules_render_for_both_databases() -> None:
+    params, rules = load_rules()
+    assert {r.id for r in rules} == {
+        "benefit_deceased_or_moved",
+        "dibao_with_income",
+        "tekun_with_supporter",
+        "migrant_two_communities",
+        "birth_mother_not_in_hukou",
+    }
+    births = next(r for r in rules if r.id == "birth_mother_not_in_hukou")
+    with sa.create_engine("sqlite://").connect() as conn:
+        sql = case_sql(conn, births, births.cases[0], params)
+    assert "FROM birth_registration s" in sql and sql.count("NOT EXISTS") == 2 and "FROM core." not in sql
+    income = next(r for r in rules if r.id == "dibao_with_income")
+    with sa.create_engine("sqlite://").connect() as conn:
+        assert "e.monthly_benefit > 1000" in case_sql(conn, income, income.cases[1], params)
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("{subject: core.nowhere}", "no published table 'core.nowhere'"),
+        ("{subject: core.person, joins: [{alias: e, table: core.person}]}", "each join needs alias, table and match"),
+        ("{subject: core.person, joins: [{alias: s, table: core.person, match: x}]}", "not 's'"),
+        ("{subject: core.person, evidence: z}", "evidence 'z' is not one of the joins' aliases"),
+    ],
+)
+def test_a_wrong_rule_is_named_with_its_file_rule_and_case(tmp_path: Path, case: str, message: str) -> None:
+    path = tmp_path / "checks.yaml"
+    path.write_text(f"format: 1\nrules:\n  - id: broken_rule\n    cases: [{case}]\n", encoding="utf-8")
+    with pytest.raises(ChecksError, match=message) as caught:
+        load_rules(path)
+    assert "rule 1 (broken_rule) case 1" in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_an_unknown_placeholder_is_refused() -> None:
+    _, rules = load_rules()
+    rule = next(r for r in rules if r.id == "dibao_with_income")
+    with sa.create_engine("sqlite://").connect() as conn, pytest.raises(ChecksError, match="local_income_line"):
+        case_sql(conn, rule, rule.cases[1], {})
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("{name: Bad-Name, kind: platform, scope: ['150702']}", "lower_snake_case"),
+        ("{name: nowhere, kind: platform}", "a platform needs a scope"),
+        ("{name: wrong_code, kind: platform, scope: ['1507']}", "6 or 12 digits, not 1507"),
+        ("{name: who, kind: friend}", "kind must be one of platform, release"),
+    ],
+)
+def test_a_wrong_consumer_is_named(tmp_path: Path, entry: str, message: str) -> None:
+    path = tmp_path / "consumers.yaml"
+    path.write_text(f"format: 1\nconsumers:\n  - {entry}\n", encoding="utf-8")
+    with pytest.raises(ConsumersError, match=message):
+        load_consumers(path)
+
+
+def test_the_shipped_consumers() -> None:
+    consumers = load_consumers()
+    platforms = [c for c in consumers if c.kind == "platform"]
+    assert platforms and all(c.role.startswith("hub_platform_") and c.scope for c in platforms)
+    assert {c.token_domain for c in consumers if c.kind == "release"} == {
+        "release_stats_bureau",
+        "release_disabled_federation",
+    }
