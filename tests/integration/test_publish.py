@@ -4,6 +4,7 @@ truth, and (PostgreSQL) the roles with real connections and a leak scan of every
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,8 @@ from hub.publish_cli import run_publish
 from hub.settings import Settings
 from hub.staging import batch_dir, staged_batches
 from linkage import store
-from privacy.keyring import init_keyfile
+from privacy.keyring import init_keyfile, rotate_keyfile
+from privacy.operators import fpe_series
 from privacy.policy import load_policy
 from privacy.report import load_truth_names, scan_database
 from publish.checks import load_rules
@@ -29,14 +31,17 @@ from publish.consumers import CONSUMERS_FILE, load_consumers
 from publish.evaluate import compare_conflicts
 from publish.publisher import PublishResult, table_checksums
 from publish.release import ReleaseFigure
+from schemas import migrate
 from schemas.migrate import prepared
 from schemas.unified import published_tables, table
 from simulators.advance import advance
 from simulators.generate import generate
 from simulators.http_server import start_servers
 from tests.conftest import _throwaway_database
+from tests.leakscan import leaks, personal_values
 
 RESIDENTS = 4000
+sqlite_only = pytest.mark.parametrize("published", ["sqlite"], indirect=True)
 #: source dataset -> the published table its records land in (one row per record)
 RECORD_TABLES = {
     "gongan.hukou": "core.hukou_registration",
@@ -275,6 +280,55 @@ def test_the_cross_department_views_find_the_planted_conflicts(published: Publis
     for f in figures:
         # records quarantined for a bad ID number (about 1 %) cannot be published, so a case can be missed
         assert f.planted > 0 and f.recall >= 0.85 and f.precision >= 0.85, f
+
+
+@sqlite_only
+def test_publishing_logs_and_prints_no_personal_value(
+    published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, every_log: pytest.LogCaptureFixture
+) -> None:
+    from click.testing import CliRunner
+
+    from hub.cli import cli
+
+    home = tmp_path / "hub"
+    shutil.copytree(published.settings.home, home)
+    settings = _settings(home, published.sim, None, monkeypatch)
+    engine = settings.engine()
+    migrate.downgrade(engine, "0001")  # an empty published model over the same identity index
+    engine.dispose()
+    result = CliRunner().invoke(cli, ["publish"])
+    assert result.exit_code == 0, result.output
+    assert "publish 1" in result.output and "release.disability" in result.output
+    assert sum(1 for r in every_log.records if r.levelno <= 20) > 0, "INFO/DEBUG records were captured"
+    values = personal_values(published.sim / "truth")
+    assert leaks(home, values, [every_log.text, result.output]) == {}
+
+
+@sqlite_only
+def test_after_a_key_rotation_numbers_are_published_under_the_new_key(
+    published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches staged under v1 and v2 publish one household number per household: the active version's."""
+    home, sim = tmp_path / "hub", tmp_path / "sim"
+    shutil.copytree(published.settings.home, home)
+    shutil.copytree(published.sim, sim)
+    settings = _settings(home, sim, None, monkeypatch)
+    rotate_keyfile(settings.keyring)
+    advance(sim, changed=0.01, late=0.0, seed=9)
+    _ingest_and_link(settings, sim)
+    result, _ = run_publish(settings)
+    assert result.rekeyed.get("gongan.hukou.household_no", 0) > 1000  # the v1 batch's numbers moved to v2
+    keyring = settings.load_keyring()
+    assert keyring.active_version == 2
+    source = pd.read_parquet(sim / "http" / "gongan.hukou.parquet", columns=["rkid", "hh"])
+    source = source[source["hh"].astype(str).str.fullmatch(r"[0-9]{9}")].drop_duplicates("rkid")
+    engine = settings.engine()
+    published_rows = _frame(engine, "SELECT record_key, household_key FROM hukou_registration")
+    engine.dispose()
+    both = published_rows.merge(source, left_on="record_key", right_on="rkid")
+    expected = fpe_series(both["hh"].astype("string"), keyring, "household", version=2)
+    assert len(both) > RESIDENTS * 0.5
+    assert (both["household_key"].to_numpy() == expected.to_numpy()).mean() > 0.99
 
 
 # -- PostgreSQL: the roles, with real connections ----------------------------------------------------------
