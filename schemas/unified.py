@@ -592,7 +592,9 @@ class ConsumerScope(Base):
         },
     )
     role_name: Mapped[str] = mapped_column(sa.String(63), primary_key=True, comment="数据库角色名")
-    community_code: Mapped[str] = mapped_column(sa.String(12), primary_key=True, comment="社区代码或县级区划代码（* 为全部社区）")
+    community_code: Mapped[str] = mapped_column(
+        sa.String(12), primary_key=True, comment="社区代码或县级区划代码（* 为全部社区）"
+    )
 
 
 # ------------------------------------------------------------------------------------------- release

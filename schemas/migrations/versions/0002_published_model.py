@@ -91,7 +91,9 @@ def upgrade() -> None:
     op.create_table(
         "consumer_scope",
         sa.Column("role_name", sa.String(length=63), nullable=False, comment="数据库角色名"),
-        sa.Column("community_code", sa.String(length=12), nullable=False, comment="社区代码或县级区划代码（* 为全部社区）"),
+        sa.Column(
+            "community_code", sa.String(length=12), nullable=False, comment="社区代码或县级区划代码（* 为全部社区）"
+        ),
         sa.PrimaryKeyConstraint("role_name", "community_code", name=op.f("pk_consumer_scope")),
         schema="core",
         comment="数据使用方可读社区范围（行级安全策略依据）",

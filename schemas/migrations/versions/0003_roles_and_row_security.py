@@ -4,8 +4,9 @@
   the group every community platform's role joins (platform roles come from the consumers file).
 - Grants follow each table's ``info["readers"]`` in ``schemas.unified``; ``statistics`` gets ``release`` only.
 - Row-level security on every table with a ``community_code``: a role reads the rows of the communities
-  ``core.consumer_scope`` lists for it: a community code, its county's code, or '*' for all. Roles are cluster-wide, so creating one that exists is
-  not an error, and dropping one that another database still uses is left to the DBA.
+  ``core.consumer_scope`` lists for it: a community code, its county's code, or '*' for all. Roles are
+  cluster-wide, so creating one that exists is not an error, and dropping one that another database still
+  uses is left to the DBA.
 
 Revision ID: 0003
 Revises: 0002
