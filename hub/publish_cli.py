@@ -66,6 +66,7 @@ def run_publish(settings: Settings, release: bool = True) -> tuple[PublishResult
     from publish.consumers import load_consumers
     from publish.publisher import publish
     from publish.release import publish_release
+    from schemas.base import private_dir
     from schemas.contract import packaged_contracts
 
     engine = migrated_engine(settings)
@@ -81,6 +82,7 @@ def run_publish(settings: Settings, release: bool = True) -> tuple[PublishResult
                 policy,
                 packaged_contracts(),
                 progress=lambda stage: status.update(stage),
+                spill=private_dir(settings.home / "runs" / "publish" / "spill"),
             )
             outcome = None
             if release:

@@ -40,7 +40,6 @@ DATASET_RANK = (
     "jisheng.births",
     "renshe.insurance",
 )
-_SEP = "\x1f"
 _DUCK_TYPES = {"date": "TIMESTAMP", "datetime": "TIMESTAMP", "integer": "BIGINT", "decimal": "DOUBLE"}
 #: the community of a person no record places (only 人社 insurance, which carries none)
 UNKNOWN_COMMUNITY = "000000000000"
@@ -58,9 +57,9 @@ class Batch:
 
 @dataclass
 class Built:
-    """The new state of every published table (Arrow), plus counts for the summary."""
+    """The new state of every published table (a DuckDB query each, run when merged), plus counts."""
 
-    tables: dict[str, pa.Table]
+    tables: dict[str, str]
     records_read: int
     unlinked: dict[str, int]
     rekeyed: dict[str, int]
@@ -75,9 +74,12 @@ def _rel(dataset: str) -> str:
 
 
 def row_hash_sql(columns: Sequence[str]) -> str:
-    """DuckDB expression: md5 over the columns' text, with NULL distinct from every value."""
-    parts = ", ".join(f"coalesce(CAST({c} AS VARCHAR), chr(0))" for c in columns)
-    return f"md5(concat_ws({_q(_SEP)}, {parts}))"
+    """DuckDB expression: a 64-bit hash of the row's values as 16 hex digits (NULL hashes apart from every value).
+
+    Only compared with the same row's previous hash, so 64 bits leave a missed change at 2^-64. DuckDB's hash
+    may change between its versions (pinned in pyproject): then one publish rewrites every row, once.
+    """
+    return f"printf('%016x', hash({', '.join(columns)}))"
 
 
 def fpe_columns(contract: Contract, policy: Policy) -> dict[str, str]:
@@ -93,12 +95,27 @@ def fpe_columns(contract: Contract, policy: Policy) -> dict[str, str]:
 class Builder:
     """One publish's DuckDB working set; ``build()`` returns every table's new state."""
 
-    def __init__(self, contracts: Mapping[str, Contract], policy: Policy, keyring: Keyring, threads: int = 2) -> None:
+    def __init__(
+        self,
+        contracts: Mapping[str, Contract],
+        policy: Policy,
+        keyring: Keyring,
+        threads: int = 2,
+        spill: Path | None = None,
+        memory_limit: str = "1536MB",
+    ) -> None:
+        """``spill``: a private folder where DuckDB may spill past ``memory_limit`` (it only ever holds
+        pseudonymised values, as staged); without one, nothing spills and the limit is not set."""
         self.contracts, self.policy, self.keyring = contracts, policy, keyring
         self.con = duckdb.connect()
         self.con.execute(f"SET threads TO {threads}")
         self.con.execute("SET enable_progress_bar = false")
-        self.con.execute("SET temp_directory = ''")
+        if spill is None:
+            self.con.execute("SET temp_directory = ''")
+        else:
+            self.con.execute(f"SET temp_directory = {_q(str(spill))}")
+            self.con.execute(f"SET memory_limit = {_q(memory_limit)}")
+            self.con.execute("SET preserve_insertion_order = false")
         self.present: set[str] = set()
         self.rekeyed: dict[str, int] = {}
         self.unlinked: dict[str, int] = {}
@@ -169,6 +186,8 @@ class Builder:
                 unlinked[dataset] = read - kept
             self.con.execute(f"DROP TABLE raw_{rel}")
             self.present.add(dataset)
+        self.con.execute("DROP TABLE lin")  # every staged record now carries its person
+        self.con.unregister("_lin")
         self.unlinked = unlinked
         self.records_read = total
         return total
@@ -226,7 +245,7 @@ class Builder:
 
     def build(self) -> Built:
         """Every published table's new state (see ``schemas.unified``)."""
-        out: dict[str, pa.Table] = {}
+        out: dict[str, str] = {}
         hukou = self._relation("gongan.hukou")
         migrant = self._relation("gongan.migrant")
         self._people()
@@ -338,10 +357,10 @@ class Builder:
     def _columns(self, rel: str) -> set[str]:
         return {r[0] for r in self.con.execute(f"DESCRIBE {rel}").fetchall()}
 
-    def _table(self, query: str) -> pa.Table:
-        """A query's rows with their row hash (over every column but the key-less metadata)."""
+    def _table(self, query: str) -> str:
+        """The query of a table's rows with their row hash (run later, when the table is merged)."""
         rel = self.con.sql(query)
-        return self.con.sql(f"SELECT *, {row_hash_sql(rel.columns)} AS row_hash FROM ({query})").to_arrow_table()
+        return f"SELECT *, {row_hash_sql(rel.columns)} AS row_hash FROM ({query})"
 
     def _people(self) -> None:
         """Table ``people``: one row per person, each attribute from the best-ranked record that has it."""
@@ -373,7 +392,10 @@ class Builder:
                 "CASE WHEN departed_on IS NULL THEN community_code END" if dataset == "gongan.migrant" else "NULL"
             )
             parts.append(
-                f"SELECT person_key, {rank} * 100000000 - _ord AS prio, record_key, {cols}, "
+                # one number orders a person's records: department rank, newest batch, then the record (a hash
+                # of its key breaks ties): a numeric key keeps the aggregation's state small
+                f"SELECT person_key, (CAST({rank} AS BIGINT) * 100000000 - _ord) * 1073741824 "
+                f"+ CAST(hash(record_key) % 1073741824 AS BIGINT) AS prio, {cols}, "
                 f"{hukou_now} AS hukou_community, {migrant_now} AS migrant_community FROM {rel}"
             )
         if not parts:
@@ -385,11 +407,9 @@ class Builder:
                 "community_code VARCHAR)"
             )
             return
-        self.con.execute(f"CREATE TABLE everyone AS {' UNION ALL '.join(parts)}")
+        self.con.execute(f"CREATE VIEW everyone AS {' UNION ALL '.join(parts)}")
         picks = ", ".join(
-            f"arg_min({c}, (prio, record_key)) FILTER (WHERE {c} IS NOT NULL) AS {c}"
-            for c in wanted
-            if c != "community_code"
+            f"arg_min({c}, prio) FILTER (WHERE {c} IS NOT NULL) AS {c}" for c in wanted if c != "community_code"
         )
         self.con.execute(
             f"""
@@ -397,11 +417,11 @@ class Builder:
             SELECT person_key, {picks},
                    CASE WHEN count(hukou_community) > 0 THEN '户籍'
                         WHEN count(migrant_community) > 0 THEN '流动' ELSE '其他' END AS residence_type,
-                   coalesce(arg_min(hukou_community, (prio, record_key)) FILTER (WHERE hukou_community IS NOT NULL),
-                            arg_min(migrant_community, (prio, record_key)) FILTER (WHERE migrant_community IS NOT NULL),
-                            arg_min(community_code, (prio, record_key)) FILTER (WHERE community_code IS NOT NULL),
+                   coalesce(arg_min(hukou_community, prio) FILTER (WHERE hukou_community IS NOT NULL),
+                            arg_min(migrant_community, prio) FILTER (WHERE migrant_community IS NOT NULL),
+                            arg_min(community_code, prio) FILTER (WHERE community_code IS NOT NULL),
                             '{UNKNOWN_COMMUNITY}') AS community_code
             FROM everyone GROUP BY person_key
             """
         )
-        self.con.execute("DROP TABLE everyone")
+        self.con.execute("DROP VIEW everyone")

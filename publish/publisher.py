@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -26,7 +27,7 @@ import sqlalchemy as sa
 
 from linkage import store as identity
 from privacy.keyring import Keyring
-from privacy.operators import seal_series
+from privacy.operators import seal_array
 from privacy.policy import Policy
 from publish.build import Batch, Builder
 from schemas.base import HubError
@@ -63,11 +64,13 @@ class TableChange:
     updated: int = 0
     deleted: int = 0
     seconds: float = 0.0
+    loaded: bool = False  # loaded whole into an empty table: one change-log row 'load'
+    load_seconds: float = 0.0  # of ``seconds``, writing to the database (the rest: building, diffing, sealing)
 
     @property
     def changes(self) -> int:
         """Change-log rows written for the table."""
-        return self.inserted + self.updated + self.deleted
+        return 1 if self.loaded else self.inserted + self.updated + self.deleted
 
 
 @dataclass
@@ -114,13 +117,14 @@ def _seal(name: str, rows: pa.Table, keyring: Keyring, policy: Policy) -> pa.Tab
     columns = SEALED.get(name)
     if not columns or rows.num_rows == 0:
         return rows
-    frame = rows.to_pandas(types_mapper=pd.ArrowDtype)
-    context = _joined(frame, _pk(table(name)))
+    pk = _pk(table(name))
+    context = _joined(rows.select(pk).to_pandas(), pk).tolist()
     for column, unified in columns.items():
         rule = policy.fields.get(unified)
         domain = rule.treatment.arg if rule is not None and rule.treatment.arg else unified.replace(".", "_")
-        frame[column] = seal_series(frame[column].astype("string"), keyring, domain, context)
-    return pa.Table.from_pandas(frame, preserve_index=False)
+        sealed = seal_array(rows.column(column), keyring, domain, context)
+        rows = rows.set_column(rows.schema.get_field_index(column), column, sealed)
+    return rows
 
 
 def read_identity(conn: sa.Connection) -> tuple[pa.Table, pa.Table, pa.Table, int | None]:
@@ -193,8 +197,12 @@ def publish(
     contracts: Mapping[str, Contract],
     progress: Callable[[str], None] | None = None,
     threads: int = 2,
+    spill: Path | None = None,
 ) -> PublishResult:
-    """Publish the linked records of ``batches`` (staging order) into the unified model, in one transaction."""
+    """Publish the linked records of ``batches`` (staging order) into the unified model, in one transaction.
+
+    ``spill``: a private folder the build may spill to (keeps its memory bounded at a million residents).
+    """
     started = time.perf_counter()
     timings: dict[str, float] = {}
     say = progress or (lambda _stage: None)
@@ -203,7 +211,7 @@ def publish(
         now = time.perf_counter()
         timings[stage] = round(now - started - sum(timings.values()), 3)
 
-    builder = Builder(contracts, policy, keyring, threads=threads)
+    builder = Builder(contracts, policy, keyring, threads=threads, spill=spill)
     try:
         say("reading the identity index")
         with engine.connect() as conn:
@@ -226,16 +234,19 @@ def publish(
 def apply(
     engine: sa.Engine,
     duck: duckdb.DuckDBPyConnection,
-    tables: Mapping[str, pa.Table],
+    tables: Mapping[str, pa.Table | str],
     keyring: Keyring,
     policy: Policy,
     run_id: int | None,
     batches: int,
     say: Callable[[str], None],
 ) -> tuple[int | None, list[TableChange]]:
-    """Merge the new state of ``tables`` into the database in one transaction, with the change log.
+    """Merge the new state of ``tables`` (Arrow, or a DuckDB query run now) into the database in one
+    transaction, with the change log. Returns the publish batch id (None when nothing differed: then
+    nothing at all is written).
 
-    Returns the publish batch id (None when nothing differed: then nothing at all is written).
+    A table that is empty is loaded whole: COPY with its keys and indexes built after, and one change-log
+    row ``load`` (row key ``*``) that tells consumers to read the table whole, instead of a row per row.
     """
     changes: list[TableChange] = []
     with engine.begin() as raw:
@@ -244,32 +255,45 @@ def apply(
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK})")
         publish_id: int | None = None
         logs: list[pd.DataFrame] = []
-        for name, new in tables.items():
+        for name, state in tables.items():
             t = table(name)
             tick = time.perf_counter()
             say(f"merging {name}")
+            new = duck.sql(state).to_arrow_table() if isinstance(state, str) else state
             old = _read_old(conn, t)
-            changed, gone = _diff(duck, name, new, old)
             change = TableChange(name, new.num_rows)
-            if changed.num_rows or gone.num_rows:
-                if publish_id is None:
-                    publish_id = _open_batch(conn, run_id, batches)
-                ops = changed.column("_op")
-                rows = changed.drop_columns(["_op"]).append_column(
-                    "publish_id", pa.array([publish_id] * changed.num_rows, pa.int64())
-                )
-                rows = _seal(name, rows, keyring, policy)
-                if old.num_rows == 0:
-                    write_arrow(conn, t, rows)
-                else:
+            if old.num_rows == 0:
+                if new.num_rows:
+                    publish_id = publish_id or _open_batch(conn, run_id, batches)
+                    rows = new.append_column("publish_id", pa.array([publish_id] * new.num_rows, pa.int64()))
+                    rows = _seal(name, rows, keyring, policy)
+                    writing = time.perf_counter()
+                    write_arrow(conn, t, rows, empty=True)
+                    change.load_seconds = time.perf_counter() - writing
+                    change.inserted, change.loaded = new.num_rows, True
+                    logs.append(_load_row(name))
+            else:
+                changed, gone = _diff(duck, name, new, old)
+                if changed.num_rows or gone.num_rows:
+                    publish_id = publish_id or _open_batch(conn, run_id, batches)
+                    ops = changed.column("_op")
+                    rows = changed.drop_columns(["_op"]).append_column(
+                        "publish_id", pa.array([publish_id] * changed.num_rows, pa.int64())
+                    )
+                    rows = _seal(name, rows, keyring, policy)
+                    writing = time.perf_counter()
                     delete_keys(conn, t, gone.select(_pk(t)))
                     upsert_arrow(conn, t, rows)
-                inserted = int(pc.sum(pc.equal(ops, "insert")).as_py() or 0)
-                change.inserted, change.updated, change.deleted = inserted, changed.num_rows - inserted, gone.num_rows
-                logs.append(_log_rows(name, _pk(t), changed, ops))
-                if gone.num_rows:
-                    logs.append(_log_rows(name, _pk(t), gone, "delete"))
+                    change.load_seconds = time.perf_counter() - writing
+                    inserted = int(pc.sum(pc.equal(ops, "insert")).as_py() or 0)
+                    change.inserted, change.updated = inserted, changed.num_rows - inserted
+                    change.deleted = gone.num_rows
+                    logs.append(_log_rows(name, _pk(t), changed, ops))
+                    if gone.num_rows:
+                        logs.append(_log_rows(name, _pk(t), gone, "delete"))
+            del new, old  # one table's state in memory at a time
             change.seconds = round(time.perf_counter() - tick, 3)
+            change.load_seconds = round(change.load_seconds, 3)
             changes.append(change)
         if publish_id is not None:
             say("writing the change log")
@@ -291,6 +315,13 @@ def apply(
                 )
             )
     return publish_id, changes
+
+
+LOAD = "load"  # change-log operation: the table was loaded whole (row key '*'); read it whole
+
+
+def _load_row(name: str) -> pd.DataFrame:
+    return pd.DataFrame({"table_name": [name], "row_key": ["*"], "operation": [LOAD], "community_code": [None]})
 
 
 def _open_batch(conn: sa.Connection, run_id: int | None, batches: int) -> int:

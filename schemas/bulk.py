@@ -26,41 +26,48 @@ def qualified(conn: sa.Connection, table: sa.Table) -> str:
     return f'"{schema}"."{table.name}"' if schema else f'"{table.name}"'
 
 
-def _csv(data: pa.Table) -> bytes:
-    buffer = io.BytesIO()
-    pacsv.write_csv(data, buffer, pacsv.WriteOptions(include_header=False))
-    return buffer.getvalue()
-
-
-def copy_into(conn: sa.Connection, name: str, data: pa.Table) -> None:
-    """PostgreSQL COPY of an Arrow table into ``name`` (already quoted), columns by name."""
+def copy_into(conn: sa.Connection, name: str, data: pa.Table, chunk: int = 250_000) -> None:
+    """PostgreSQL COPY of an Arrow table into ``name`` (already quoted), columns by name, streamed in chunks
+    of CSV so a large table never sits in memory twice."""
     columns = ", ".join(f'"{c}"' for c in data.column_names)
     raw = conn.connection.driver_connection
+    options = pacsv.WriteOptions(include_header=False)
     with raw.cursor().copy(f"COPY {name} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:  # type: ignore[union-attr]
-        copy.write(_csv(data))
+        for start in range(0, data.num_rows, chunk):
+            buffer = io.BytesIO()
+            pacsv.write_csv(data.slice(start, chunk), buffer, options)
+            copy.write(buffer.getbuffer())
 
 
-def write_arrow(conn: sa.Connection, table: sa.Table, data: pa.Table, batch: int = 200_000) -> int:
+def write_arrow(conn: sa.Connection, table: sa.Table, data: pa.Table, batch: int = 200_000, empty: bool = False) -> int:
     """Append an Arrow table in bulk: COPY of CSV written by Arrow on PostgreSQL, DB-API executemany elsewhere.
 
     A large load drops the table's secondary indexes first and builds them after (DESIGN: indexes after
-    bulk loads); rows go in primary-key order, so the B-tree only appends.
+    bulk loads); rows go in primary-key order, so the B-tree only appends. ``empty=True`` (the caller knows
+    the table holds no row) on PostgreSQL also drops the primary key and builds it after the load, which
+    sorts once instead of inserting row by row.
     """
     if data.num_rows == 0:
         return 0
     started = time.perf_counter()
     data = data.select([c.name for c in table.c if c.name in data.column_names])
+    name = qualified(conn, table)
+    rebuild_key = empty and conn.dialect.name == "postgresql" and table.primary_key.name is not None
     pk = [c.name for c in table.primary_key.columns if c.name in data.column_names]
-    if pk and data.num_rows > 1:
+    if pk and data.num_rows > 1 and not rebuild_key:
         data = data.sort_by([(c, "ascending") for c in pk])
-    indexes = list(table.indexes) if data.num_rows > 100_000 else []
+    indexes = list(table.indexes) if data.num_rows > 100_000 or rebuild_key else []
     for index in indexes:
         index.drop(conn, checkfirst=True)
-    name = qualified(conn, table)
+    if rebuild_key:
+        conn.exec_driver_sql(f'ALTER TABLE {name} DROP CONSTRAINT "{table.primary_key.name}"')
     if conn.dialect.name == "postgresql":
         copy_into(conn, name, data)
     else:
         _executemany(conn, f"INSERT INTO {name} ({_columns(data.column_names)}) VALUES ({_marks(data)})", data, batch)
+    if rebuild_key:
+        keys = _columns([c.name for c in table.primary_key.columns])
+        conn.exec_driver_sql(f'ALTER TABLE {name} ADD CONSTRAINT "{table.primary_key.name}" PRIMARY KEY ({keys})')
     for index in indexes:
         index.create(conn, checkfirst=True)
     log.info("%s: %d rows written in %.2fs", table.name, data.num_rows, time.perf_counter() - started)
