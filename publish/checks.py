@@ -134,7 +134,9 @@ def _text(value: str) -> str:
 
 def case_sql(conn: sa.Connection, rule: Rule, case: Case, params: dict[str, Any]) -> str:
     """The SELECT of one case (columns: rule, person, community, subject and evidence records)."""
-    values = {**{k: str(v) for k, v in params.items()}, "current_year": _CURRENT_YEAR[conn.dialect.name]}
+    # the year ages are computed in: the database's current year unless the rules file (or a caller
+    # evaluating the rules as of a given date) names one
+    values = {"current_year": _CURRENT_YEAR[conn.dialect.name], **{k: str(v) for k, v in params.items()}}
 
     def fill(text: str) -> str:
         try:

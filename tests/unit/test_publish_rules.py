@@ -115,3 +115,11 @@ def test_the_shipped_consumers() -> None:
         "release_stats_bureau",
         "release_disabled_federation",
     }
+
+
+def test_the_year_ages_are_computed_in_can_be_named() -> None:
+    params, rules = load_rules()
+    tekun = next(r for r in rules if r.id == "tekun_with_supporter")
+    with sa.create_engine("sqlite://").connect() as conn:
+        assert "strftime('%Y', 'now')" in case_sql(conn, tekun, tekun.cases[0], params)
+        assert "2026 - p.birth_year" in case_sql(conn, tekun, tekun.cases[0], {**params, "current_year": 2026})
