@@ -47,6 +47,7 @@ def prepare_derived(engine: sa.Engine, settings: Settings) -> None:
     """Make the roles and scopes match the consumers file, and the check views match checks.yaml."""
     from publish.checks import load_rules, refresh_views
     from publish.consumers import load_consumers, sync_consumers
+    from publish.lookup import grant_service_roles
     from schemas.migrate import prepared
 
     consumers = load_consumers(settings.consumers)
@@ -55,6 +56,7 @@ def prepare_derived(engine: sa.Engine, settings: Settings) -> None:
         conn = prepared(raw)
         sync_consumers(conn, consumers)
         refresh_views(conn, params, rules)
+        grant_service_roles(conn, consumers)
 
 
 def run_publish(settings: Settings, release: bool = True) -> tuple[PublishResult, ReleaseOutcome | None]:
@@ -64,6 +66,7 @@ def run_publish(settings: Settings, release: bool = True) -> tuple[PublishResult
     from hub.link_cli import one_link_at_a_time
     from privacy.policy import load_policy
     from publish.consumers import load_consumers
+    from publish.lookup import refresh_lookup
     from publish.publisher import publish
     from publish.release import publish_release
     from schemas.base import private_dir
@@ -84,6 +87,8 @@ def run_publish(settings: Settings, release: bool = True) -> tuple[PublishResult
                 progress=lambda stage: status.update(stage),
                 spill=private_dir(settings.home / "runs" / "publish" / "spill"),
             )
+            status.update("refreshing the front desk's lookup index")
+            refresh_lookup(engine, keyring)
             outcome = None
             if release:
                 consumers = load_consumers(settings.consumers)

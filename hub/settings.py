@@ -63,6 +63,11 @@ class _EnvSettings(BaseSettings):
     quarantine_window_rows: int = Field(default=200, ge=1)
     link_threshold: float = Field(default=0.95, ge=0, le=1)
     link_min_weight: float = -2.0
+    service_host: str = "127.0.0.1"
+    service_port: int = Field(default=8765, ge=0, le=65535, description="0: let the system pick a free port")
+    service_database_url: str | None = None
+    service_rate_per_minute: float = Field(default=120, gt=0)
+    service_rate_burst: int = Field(default=20, ge=1)
 
     @classmethod
     def settings_customise_sources(
@@ -98,6 +103,11 @@ class Settings:
     link_threshold: float
     link_min_weight: float
     origins: Mapping[str, str]  # setting -> where its value came from (for `hub settings`)
+    service_host: str = "127.0.0.1"
+    service_port: int = 8765
+    service_database_url: str = ""  # the service's own login (hub_service); default: HUB_DATABASE_URL
+    service_rate_per_minute: float = 120.0  # lookups and reveals per consumer, sustained
+    service_rate_burst: int = 20  # ... and at once
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -127,6 +137,9 @@ class Settings:
         origin("consumers", raw.consumers, "default: the demo consumers file shipped with the hub")
         for name in ("max_quarantine_rate", "quarantine_window_rows", "link_threshold", "link_min_weight"):
             origin(name, env.get(f"HUB_{name.upper()}"), "default")
+        for name in ("service_host", "service_port", "service_rate_per_minute", "service_rate_burst"):
+            origin(name, env.get(f"HUB_{name.upper()}"), "default")
+        origin("service_database_url", raw.service_database_url, "default: HUB_DATABASE_URL")
         sources = {system: _source(system, env, origins) for system in systems()}
         return cls(
             home=home,
@@ -141,6 +154,11 @@ class Settings:
             link_threshold=raw.link_threshold,
             link_min_weight=raw.link_min_weight,
             origins=origins,
+            service_host=raw.service_host,
+            service_port=raw.service_port,
+            service_database_url=raw.service_database_url or database_url,
+            service_rate_per_minute=raw.service_rate_per_minute,
+            service_rate_burst=raw.service_rate_burst,
         )
 
     def load_keyring(self) -> Keyring:
@@ -162,6 +180,12 @@ class Settings:
             private_file(url.database)  # it holds link tokens and ID ciphertexts: owner only
         return sa.create_engine(url)
 
+    def service_engine(self) -> sa.Engine:
+        """An engine on the published database as the service's own login (PostgreSQL), pooled for requests."""
+        import sqlalchemy as sa
+
+        return sa.create_engine(self.service_database_url, pool_size=20, max_overflow=10, pool_pre_ping=True)
+
     @property
     def audit_log(self) -> Path:
         """The reveal/quarantine audit log (its head is also kept in the hub database)."""
@@ -180,6 +204,15 @@ class Settings:
             ("HUB_QUARANTINE_WINDOW_ROWS", str(self.quarantine_window_rows), self.origins["quarantine_window_rows"]),
             ("HUB_LINK_THRESHOLD", str(self.link_threshold), self.origins["link_threshold"]),
             ("HUB_LINK_MIN_WEIGHT", str(self.link_min_weight), self.origins["link_min_weight"]),
+            ("HUB_SERVICE_HOST", self.service_host, self.origins["service_host"]),
+            ("HUB_SERVICE_PORT", str(self.service_port), self.origins["service_port"]),
+            (
+                "HUB_SERVICE_DATABASE_URL",
+                _redact_url(self.service_database_url),
+                self.origins["service_database_url"],
+            ),
+            ("HUB_SERVICE_RATE_PER_MINUTE", str(self.service_rate_per_minute), self.origins["service_rate_per_minute"]),
+            ("HUB_SERVICE_RATE_BURST", str(self.service_rate_burst), self.origins["service_rate_burst"]),
         ]
         for system, src in self.sources.items():
             prefix = f"HUB_SOURCE_{system.upper()}"
