@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, str] = {
     "link": "hub.link_cli:link_group",
     "publish": "hub.publish_cli:publish_command",
     "db": "hub.publish_cli:db_group",
+    "airflow": "hub.airflow_cli:airflow_group",
     "serve": "hub.service_cli:serve_command",
     "consumers": "hub.service_cli:consumers_group",
 }
