@@ -89,6 +89,11 @@ def run_publish(settings: Settings, release: bool = True) -> tuple[PublishResult
             )
             status.update("refreshing the front desk's lookup index")
             refresh_lookup(engine, keyring)
+            if engine.dialect.name == "postgresql":  # the worklist: new conflicts become open cases
+                from service.worklist import sync_cases
+
+                with engine.begin() as conn:
+                    sync_cases(conn)
             outcome = None
             if release:
                 consumers = load_consumers(settings.consumers)
