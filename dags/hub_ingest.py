@@ -50,7 +50,7 @@ def ingest_dag(decl: SourceDecl) -> DAG:
         doc_md=__doc__,
     )
     def ingest() -> None:
-        @task(outlets=[staged], max_active_tis_per_dag=1)
+        @task(outlets=[staged], max_active_tis_per_dag=1, multiple_outputs=False)
         def ingest_partition(partition: str) -> dict[str, Any]:
             """Extract, conform, validate, quarantine, pseudonymise and stage one partition."""
             from airflow.sdk.exceptions import AirflowSkipException

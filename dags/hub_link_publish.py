@@ -47,21 +47,21 @@ PUBLISHED_RELEASE = Asset(name="published_release", uri="hub://published/release
     doc_md=__doc__,
 )
 def link_publish() -> None:
-    @task
+    @task(multiple_outputs=False)
     def link() -> dict[str, Any]:
         """Exact pass on link tokens, then Splink for records without a usable ID number."""
         from hub.airflow_tasks import link_step
 
         return link_step()
 
-    @task(outlets=[PUBLISHED_CORE])
+    @task(outlets=[PUBLISHED_CORE], multiple_outputs=False)
     def publish() -> dict[str, Any]:
         """Core and sensitive tiers in one transaction; only what changed, with its change-log rows."""
         from hub.airflow_tasks import publish_step
 
         return publish_step()
 
-    @task(outlets=[PUBLISHED_RELEASE])
+    @task(outlets=[PUBLISHED_RELEASE], multiple_outputs=False)
     def release() -> dict[str, Any]:
         """The release tier, published only when every table meets k and l."""
         from hub.airflow_tasks import release_step

@@ -29,21 +29,21 @@ DAY = "%Y-%m-%d"
     doc_md=__doc__,
 )
 def privacy_audit() -> None:
-    @task
+    @task(multiple_outputs=False)
     def coverage() -> dict[str, Any]:
         """Fail when a contract field has no treatment in the policy."""
         from hub.airflow_tasks import coverage_step
 
         return coverage_step()
 
-    @task
+    @task(multiple_outputs=False)
     def verify_log() -> dict[str, Any]:
         """Fail when the reveal log's chain or a head is broken."""
         from hub.airflow_tasks import verify_log_step
 
         return verify_log_step()
 
-    @task(trigger_rule="all_done")
+    @task(trigger_rule="all_done", multiple_outputs=False)
     def report() -> dict[str, Any]:
         """Write the day's report; fail on plaintext in the published database or a release below k or l."""
         from hub.airflow_tasks import report_step

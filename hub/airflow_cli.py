@@ -145,8 +145,7 @@ def migrate_metadata() -> None:
     """``airflow db migrate`` in this process: create or upgrade the metadata DB (idempotent)."""
     from airflow.utils import db
 
-    with _quiet_output(Path(os.environ["AIRFLOW_HOME"]) / "logs" / "db-migrate.log"):
-        db.upgradedb()
+    db.upgradedb()
 
 
 def load_dags() -> dict[str, DAG]:
@@ -256,8 +255,9 @@ def run_dags(
     dag_ids: Sequence[str], logical_date: datetime | None = None, retries: int | None = None, echo: bool = True
 ) -> list[RunOutcome]:
     """Run DAGs one after another (every one, even after a failure), printing one line per run."""
-    migrate_metadata()
-    dags = load_dags()
+    with _quiet_output(Path(os.environ["AIRFLOW_HOME"]) / "logs" / "parse.log"):
+        migrate_metadata()
+        dags = load_dags()
     unknown = [d for d in dag_ids if d not in dags]
     if unknown:
         raise click.ClickException(f"unknown DAG(s) {unknown}; known: {', '.join(sorted(dags))}")
