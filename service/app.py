@@ -20,6 +20,7 @@ import anyio.to_thread
 import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
+from fastapi.dependencies.utils import get_flat_dependant
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import DBAPIError
@@ -261,7 +262,20 @@ LIMIT_DOC: dict[int | str, dict[str, Any]] = {429: {"model": ProblemDetail, "des
 DENY_DOC: dict[int | str, dict[str, Any]] = {403: {"model": ProblemDetail, "description": "role may not"}}
 STATE_DOC: dict[int | str, dict[str, Any]] = {409: {"model": ProblemDetail, "description": "state or dual control"}}
 
-api = APIRouter(prefix="/v1", responses=COMMON)
+
+def _strict_query(request: Request) -> None:
+    """Refuse query parameters the operation does not declare (hostile or mistyped input is not ignored)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    allowed = {p.alias for p in get_flat_dependant(dependant).query_params} if dependant is not None else set()
+    unknown = set(request.query_params) - allowed
+    if unknown:
+        raise Problem(
+            422, "invalid-request", "请求不符合要求 Invalid request", f"{len(unknown)} unknown query parameter(s)"
+        )
+
+
+api = APIRouter(prefix="/v1", responses=COMMON, dependencies=[Depends(_strict_query)])
 
 
 @api.post("/lookup", response_model=PersonSummary, responses={**NOT_FOUND_DOC, **LIMIT_DOC}, tags=["front desk"])
@@ -495,6 +509,22 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(service.close)
 
 
+def _problem_openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema with every error answer documented as it is sent: ``application/problem+json``."""
+    if app.openapi_schema is None:
+        document = FastAPI.openapi(app)
+        problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemDetail"}}}
+        for path in document["paths"].values():
+            for operation in path.values():
+                for status, answer in operation.get("responses", {}).items():
+                    if status[0] in "45":
+                        answer["content"] = problem
+        for unused in ("HTTPValidationError", "ValidationError"):
+            document["components"]["schemas"].pop(unused, None)
+        app.openapi_schema = document
+    return app.openapi_schema
+
+
 def build_app(service: Service | None) -> FastAPI:
     """The application with every route (``service`` None: only for writing the OpenAPI schema)."""
     from service import desk
@@ -508,6 +538,7 @@ def build_app(service: Service | None) -> FastAPI:
         lifespan=_lifespan if service is not None else None,
     )
     app.state.service = service
+    app.openapi = lambda: _problem_openapi(app)  # type: ignore[method-assign]
     install(app)
     app.include_router(api)
     app.include_router(desk.pages)

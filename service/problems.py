@@ -58,6 +58,7 @@ FORBIDDEN = Problem(403, "forbidden", "无权访问 Forbidden", "this consumer's
 
 #: responses every route may give, for the OpenAPI schema
 COMMON: dict[int | str, dict[str, Any]] = {
+    400: {"model": ProblemDetail, "description": "the body is not JSON (or not UTF-8)"},
     401: {"model": ProblemDetail, "description": "no or an unknown, revoked or malformed API key"},
     422: {"model": ProblemDetail, "description": "the request does not match the schema"},
 }
