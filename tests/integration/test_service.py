@@ -384,6 +384,71 @@ def test_no_personal_value_in_logs_audit_or_responses_to_roles_that_may_not_see_
     assert find_value(json.dumps(hub.audit(), ensure_ascii=False), hub.values) is None
 
 
+# -- the clerk's pages in a real browser ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Headless Chromium (Debian's chromium + chromium-driver, which .ci/run installs) driven by Selenium."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        pytest.fail(
+            "the browser test needs Debian's chromium and chromium-driver: apt-get install chromium chromium-driver"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1600", "--lang=zh-CN"):
+        options.add_argument(arg)
+    session = webdriver.Chrome(options=options, service=DriverService(executable_path=driver))
+    session.set_page_load_timeout(60)
+    try:
+        yield session
+    finally:
+        session.quit()
+
+
+def test_a_clerk_looks_up_a_resident_in_a_real_browser(hub: Hub, browser: Any, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    with_case = hub.sql("SELECT person_key, rule_label FROM service.case WHERE state = 'open' AND gone_at IS NULL")
+    labels = dict(with_case)
+    resident = hub.people[hub.people["person_key"].isin(labels)].iloc[0]
+    browser.get(f"{hub.url}/desk")
+    assert "工作人员登录" in browser.find_element(By.TAG_NAME, "body").text
+    browser.find_element(By.ID, "api_key").send_keys(hub.keys["desk"])
+    browser.find_element(By.ID, "login").click()
+    assert "按身份证查询居民" in browser.find_element(By.TAG_NAME, "h1").text
+    browser.find_element(By.ID, "id_number").send_keys(resident["id_number"])
+    browser.find_element(By.ID, "case_no").send_keys("DESK-2026-001")
+    browser.find_element(By.ID, "lookup").click()
+    page = browser.find_element(By.TAG_NAME, "body").text
+    screenshot = tmp_path / "resident.png"
+    browser.save_screenshot(str(screenshot))
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 10_000
+    record = hub.client("office_a").get(f"/v1/persons/{resident['person_key']}").json()["person"]
+    assert browser.find_element(By.TAG_NAME, "h1").text == f"居民一页通：{record['name_masked']}"
+    for expected in ("业务编号：DESK-2026-001", record["id_number_masked"], record["community_code"], "家庭成员",
+                     "登记信息", "待核对工单", labels[resident["person_key"]], resident["person_key"]):  # fmt: skip
+        assert expected in page, expected
+    assert "敏感信息" not in page  # the front desk's page has no sensitive tier
+    assert resident["id_number"] not in browser.current_url and resident["id_number"] not in browser.page_source
+    assert find_value(browser.page_source, hub.values) is None
+    # the back office works a case on its page
+    browser.find_element(By.CSS_SELECTOR, "header form button").click()
+    browser.find_element(By.ID, "api_key").send_keys(hub.keys["office_b"])
+    browser.find_element(By.ID, "login").click()
+    assert browser.current_url.endswith("/office") and "后台协同办理工单" in browser.page_source
+    first = browser.find_element(By.CSS_SELECTOR, "#cases tr:nth-child(2) td").text
+    browser.find_element(By.CSS_SELECTOR, "#cases tr:nth-child(2) form button").click()
+    assert f"工单 {first} 已认领" in browser.find_element(By.ID, "message").text
+    browser.save_screenshot(str(tmp_path / "office.png"))
+
+
 # -- the contract: OpenAPI checked in, and a fuzz test of every operation ------------------------------------
 
 
