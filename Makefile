@@ -4,13 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 HUB    := $(VENV)/bin/hub
 STAMP  := $(VENV)/.installed
-# when make started, so the demo's time includes the install
-T0     := $(shell date +%s)
 
 export GX_ANALYTICS_ENABLED := false
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: demo airflow-ui test bench lint clean
+.PHONY: demo test bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,10 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(HUB) airflow demo --since $(T0)
-
-airflow-ui: $(STAMP)
-	$(HUB) airflow ui
+	$(HUB) demo
 
 test: $(STAMP)
 	$(HUB) privacy check
@@ -33,7 +28,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy hub connectors schemas privacy linkage publish simulators service dags
+	$(VENV)/bin/mypy hub connectors schemas privacy linkage publish simulators service
 
 clean:
 	rm -rf $(VENV) var
