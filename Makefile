@@ -4,11 +4,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 HUB    := $(VENV)/bin/hub
 STAMP  := $(VENV)/.installed
+# when make started, so the demo's time includes the install
+T0     := $(shell date +%s)
 
 export GX_ANALYTICS_ENABLED := false
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: demo test bench lint clean
+.PHONY: demo airflow-ui test bench lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +19,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(HUB) demo
+	$(HUB) airflow demo --since $(T0)
+
+airflow-ui: $(STAMP)
+	$(HUB) airflow ui
 
 test: $(STAMP)
 	$(HUB) privacy check
@@ -28,7 +33,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy hub connectors schemas privacy linkage publish simulators service
+	$(VENV)/bin/mypy hub connectors schemas privacy linkage publish simulators service dags
 
 clean:
 	rm -rf $(VENV) var

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -118,6 +118,7 @@ class TaskOutcome:
     state: str
     try_number: int
     log_path: Path | None = None
+    result: Any = None  # its XCom return value: batch ids and counts
 
 
 @dataclass
@@ -203,6 +204,7 @@ def _write_task_logs(dag_id: str, run_id: str, text: str) -> list[TaskOutcome]:
     """Write each task's part of the run's output where Airflow's file task handler looks for it."""
     from airflow.configuration import conf
     from airflow.models.taskinstance import TaskInstance
+    from airflow.models.xcom import XComModel
     from airflow.utils.log.file_task_handler import FileTaskHandler
     from airflow.utils.session import create_session
     from sqlalchemy import select
@@ -222,8 +224,37 @@ def _write_task_logs(dag_id: str, run_id: str, text: str) -> list[TaskOutcome]:
             for offset, part in enumerate(attempts):
                 path = base / handler._render_filename(ti, first_try + offset, session=session)
                 write_atomic(path, part)
-            outcomes.append(TaskOutcome(ti.task_id, ti.map_index, str(ti.state), ti.try_number, path))
+            value = session.scalar(
+                select(XComModel.value).where(
+                    XComModel.dag_id == dag_id,
+                    XComModel.run_id == run_id,
+                    XComModel.task_id == ti.task_id,
+                    XComModel.map_index == ti.map_index,
+                    XComModel.key == "return_value",
+                )
+            )
+            result = XComModel.deserialize_value(_Row(value)) if value is not None else None
+            outcomes.append(TaskOutcome(ti.task_id, ti.map_index, str(ti.state), ti.try_number, path, result))
     return outcomes
+
+
+@dataclass
+class _Row:
+    """What ``XComModel.deserialize_value`` reads: an object with a ``value``."""
+
+    value: Any
+
+
+#: what a run's line shows of its tasks' XCom (counts only, and only these)
+_DIGEST = ("staged", "quarantined", "records", "new_persons", "persons", "changes", "entries", "plaintext_findings")
+
+
+def _digest(result: Any) -> str:
+    if not isinstance(result, dict):
+        return ""
+    shown = [f"{k.replace('_', ' ')} {result[k]:,}" if isinstance(result[k], int) and not isinstance(result[k], bool)
+             else f"{k.replace('_', ' ')} {result[k]}" for k in _DIGEST if k in result]  # fmt: skip
+    return f" ({', '.join(shown)})" if shown else ""
 
 
 def run_dag(dag: DAG, logical_date: datetime | None = None, retries: int | None = None) -> RunOutcome:
@@ -272,7 +303,10 @@ def run_dags(
 
 def print_outcome(outcome: RunOutcome) -> None:
     """One line per run; for a failed task, the end of its log (which names the source and the reason)."""
-    states = ", ".join(f"{t.task_id}{f'[{t.map_index}]' if t.map_index >= 0 else ''} {t.state}" for t in outcome.tasks)
+    states = ", ".join(
+        f"{t.task_id}{f'[{t.map_index}]' if t.map_index >= 0 else ''} {t.state}{_digest(t.result)}"
+        for t in outcome.tasks
+    )
     click.echo(f"{outcome.dag_id:<28} {outcome.state:<8} {outcome.seconds:6.1f}s  {states}")
     for task in outcome.failed_tasks():
         click.echo(f"  {task.task_id} failed; its log: {task.log_path or outcome.output}")
@@ -369,9 +403,10 @@ def ui_command(port: int) -> None:
     click.echo(f"metadata DB and task logs: {env['AIRFLOW_HOME']}")
     if servers:
         click.echo("simulated sources serving: " + ", ".join(f"{k} {v}" for k, v in servers.urls.items()))
-    airflow = Path(sys.executable).with_name("airflow")
+    bin_dir = Path(sys.executable).parent  # standalone starts its components as `airflow …` from PATH
+    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
     try:
-        subprocess.run([str(airflow), "standalone"], env={**os.environ, **env}, check=False)
+        subprocess.run([str(bin_dir / "airflow"), "standalone"], env={**os.environ, **env, "PATH": path}, check=False)
     except KeyboardInterrupt:
         pass
     finally:

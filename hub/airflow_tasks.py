@@ -286,9 +286,10 @@ def verify_log_step() -> dict[str, Any]:
 def report_step(day: str) -> dict[str, Any]:
     """The privacy officer's report for ``day`` under HUB_HOME/reports/privacy/<day>/ (``hub privacy report``).
 
-    Plaintext in the published database, or a release table below k or l, fails the task: the release gate
-    should have made both impossible. Operational tables below k are expected (row-level security guards
-    them) and are reported, not failed.
+    An ID number or phone in plaintext in the published database, or a release table below k or l, fails the
+    task: publishing should have made both impossible. Values that merely contain a resident's name are
+    logged for the officer to judge (short names are also ordinary words), and operational tables below k
+    are expected (row-level security guards them): both are reported, not failed.
     """
     from privacy.policy import load_policy
     from privacy.report import build_report, load_keyring_for_report, write_report
@@ -320,17 +321,26 @@ def report_step(day: str) -> dict[str, Any]:
     release = {t["table"]: {"k_min": t["k_min"], "l_min": t["l_min"], "passes": t["passes"]}
                for t in tables if t.get("tier") == "release"}  # fmt: skip
     leak = report["leak_scan"]
+    findings = leak["findings"] if leak else []
+    # an ID number or phone with a valid shape is plaintext for certain; a "name" is any run of Han characters
+    # equal to a synthetic resident's name of 2+ characters, which ordinary words also are (户主, 孙子)
+    certain = [f for f in findings if f["kind"] != "name"]
     summary = {
         "coverage_ok": bool(report["coverage"]["ok"]),
         "reveal_log_ok": bool(report["reveal_log"]["chain_ok"]),
         "leak_scan_clean": bool(leak and leak["clean"]),
+        "plaintext_findings": len(certain),
+        "name_like_findings": len(findings) - len(certain),
         "release": release,
         "operational_sets_below_k": sum(1 for t in tables if t.get("tier") != "release" and not t["passes"]),
     }
     log.info("privacy report %s: %s", json_path.name, summary)
+    for f in findings:
+        log.warning("leak scan: %s.%s has %d value(s) like a %s (%d rows); see the report", f["table"], f["column"],
+                    f["values"], f["kind"], f["rows"])  # fmt: skip
     problems = []
-    if leak and not leak["clean"]:
-        problems.append(f"{len(leak['findings'])} plaintext finding(s) in the published database")
+    if certain:
+        problems.append(f"{len(certain)} plaintext finding(s) in the published database")
     if any(not r["passes"] for r in release.values()):
         problems.append("a release-tier table is below k or l")
     if problems:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from hub.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 @click.command("demo")
@@ -26,25 +30,13 @@ def demo(residents: int, seed: int) -> None:
     from hub.link_cli import print_link_summary, run_link
     from hub.publish_cli import print_publish_summary, run_publish
     from linkage.evaluate import evaluate
-    from privacy.keyring import init_keyfile
     from publish.catalogue import write_catalogue
     from publish.evaluate import compare_conflicts
-    from simulators.generate import generate
     from simulators.http_server import start_servers
 
     console = Console(soft_wrap=True)
     settings = Settings.from_env()
-    settings.home.mkdir(parents=True, exist_ok=True)
-    keyfile = settings.keyring
-    if settings.keyring_json is None and not keyfile.exists():
-        init_keyfile(keyfile)
-        console.print(f"[yellow]demo keyring written to {keyfile} (mode 0600): a local keyfile is for the demo only[/]")
-    manifest = settings.sim_data / "manifest.json"
-    made = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
-    if made.get("residents") != residents or made.get("seed") != seed:
-        with console.status(f"generating {residents:,} synthetic residents (seed {seed}) in {settings.sim_data}"):
-            summary = generate(settings.sim_data, residents=residents, seed=seed)
-        console.print(f"generated {sum(summary.rows.values()):,} source records in {summary.seconds:.1f}s")
+    prepare(settings, residents, seed, console)
     with start_servers(settings.sim_data) as servers:
         for system, url in servers.urls.items():
             console.print(f"simulated {system} system at {url}")
@@ -92,3 +84,21 @@ def demo(residents: int, seed: int) -> None:
     console.print(f"  synthetic sources and truth  : {settings.sim_data}")
     console.print(f"  privacy officer's report     : hub privacy report --out {home / 'report'}")
     report_failures(results)
+
+
+def prepare(settings: Settings, residents: int, seed: int, console: Console) -> None:
+    """The demo keyfile (unless a secrets backend holds the keyring) and the synthetic sources, made once."""
+    from privacy.keyring import init_keyfile
+    from simulators.generate import generate
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    keyfile = settings.keyring
+    if settings.keyring_json is None and not keyfile.exists():
+        init_keyfile(keyfile)
+        console.print(f"[yellow]demo keyring written to {keyfile} (mode 0600): a local keyfile is for the demo only[/]")
+    manifest = settings.sim_data / "manifest.json"
+    made = json.loads(manifest.read_text(encoding="utf-8")) if manifest.is_file() else {}
+    if made.get("residents") != residents or made.get("seed") != seed:
+        with console.status(f"generating {residents:,} synthetic residents (seed {seed}) in {settings.sim_data}"):
+            summary = generate(settings.sim_data, residents=residents, seed=seed)
+        console.print(f"generated {sum(summary.rows.values()):,} source records in {summary.seconds:.1f}s")
