@@ -53,15 +53,6 @@ def connection_id(system: str) -> str:
     return f"hub_{system}"
 
 
-def staged_asset_uri(dataset: str) -> str:
-    """The Asset an ingest DAG updates when it stages new batches of ``dataset``."""
-    return f"hub://staged/{dataset}"
-
-
-PUBLISHED_CORE_URI = "hub://published/core"
-PUBLISHED_RELEASE_URI = "hub://published/release"
-
-
 # -- settings from Airflow's secrets --------------------------------------------------------------------------
 
 
