@@ -14,12 +14,17 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from hub.airflow_cli import RunOutcome, job_dag_ids, run_dags, ui_login, use_airflow
+from hub.demo import print_checks
 from hub.settings import Settings
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 
 def run_demo(residents: int, seed: int, since: float) -> None:
@@ -48,7 +53,9 @@ def run_demo(residents: int, seed: int, since: float) -> None:
     console.print(f"  make airflow-ui   then open http://127.0.0.1:8080 and log in as {user} / {password}")
     console.print('  the `airflow` command on it: eval "$(hub airflow env)"; airflow dags list')
     if importlib.util.find_spec("service") is not None and (Path(__file__).parent / "service_cli.py").is_file():
-        console.print("  the clerk's page (front desk): hub serve, on the published database in PostgreSQL (hub serve --help)")
+        console.print(
+            "  the clerk's page (front desk): hub serve, on the published database in PostgreSQL (hub serve --help)"
+        )
     if failed:
         _print_failures(failed, console)
         sys.exit(1)
@@ -82,7 +89,7 @@ def print_summary(settings: Settings, console: Console) -> None:
         if report:
             console.print(_leak_scan(report))
         console.print("\n[bold]Cross-department checks[/] against the conflicts the simulators planted")
-        _print_checks(engine, truth / "conflicts.parquet", console)
+        print_checks(engine, truth / "conflicts.parquet", console)
     finally:
         engine.dispose()
     catalogue = write_catalogue(settings.home / "catalogue")
@@ -98,13 +105,12 @@ def print_summary(settings: Settings, console: Console) -> None:
     console.print(f"  Airflow metadata DB, logs    : {home / 'airflow'}  (task logs in logs/dag_id=…)")
 
 
-def _published_rows(engine: object) -> Table:
+def _published_rows(engine: sa.Engine) -> Table:
     import sqlalchemy as sa
 
     from schemas.migrate import prepared
     from schemas.unified import published_tables
 
-    assert isinstance(engine, sa.Engine)
     table = Table(show_header=True)
     for name in ("tier", "table", "rows"):
         table.add_column(name, justify="right" if name == "rows" else "left")
@@ -179,16 +185,3 @@ def _leak_scan(report_path: Path) -> str:
         f"{scan['names_checked']:,} synthetic names; ID numbers {kinds['id_number']}, phones {kinds['phone']}"
     )
     return line + (f"; values equal to a short name (ordinary words) in {names}" if names else "; names 0")
-
-
-def _print_checks(engine: object, truth: Path, console: Console) -> None:
-    import sqlalchemy as sa
-
-    from publish.evaluate import compare_conflicts
-
-    assert isinstance(engine, sa.Engine)
-    for f in compare_conflicts(engine, truth):
-        console.print(
-            f"  {f.rule_id:<28} found {f.found:>5,}  planted {f.planted:>5,}  agree {f.matched:>5,}"
-            f"  precision {f.precision:.3f}  recall {f.recall:.3f}"
-        )

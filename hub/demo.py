@@ -11,6 +11,9 @@ import click
 from hub.settings import Settings
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    import sqlalchemy as sa
     from rich.console import Console
 
 
@@ -31,7 +34,6 @@ def demo(residents: int, seed: int) -> None:
     from hub.publish_cli import print_publish_summary, run_publish
     from linkage.evaluate import evaluate
     from publish.catalogue import write_catalogue
-    from publish.evaluate import compare_conflicts
     from simulators.http_server import start_servers
 
     console = Console(soft_wrap=True)
@@ -59,11 +61,7 @@ def demo(residents: int, seed: int) -> None:
     engine = settings.engine()
     try:
         console.print("cross-department checks (core.cross_check) against the conflicts the simulators planted:")
-        for f in compare_conflicts(engine, settings.sim_data / "truth" / "conflicts.parquet"):
-            console.print(
-                f"  {f.rule_id:<28} found {f.found:>5,}  planted {f.planted:>5,}  agree {f.matched:>5,}"
-                f"  precision {f.precision:.3f}  recall {f.recall:.3f}"
-            )
+        print_checks(engine, settings.sim_data / "truth" / "conflicts.parquet", console)
     finally:
         engine.dispose()
     catalogue = write_catalogue(settings.home / "catalogue")
@@ -102,3 +100,14 @@ def prepare(settings: Settings, residents: int, seed: int, console: Console) -> 
         with console.status(f"generating {residents:,} synthetic residents (seed {seed}) in {settings.sim_data}"):
             summary = generate(settings.sim_data, residents=residents, seed=seed)
         console.print(f"generated {sum(summary.rows.values()):,} source records in {summary.seconds:.1f}s")
+
+
+def print_checks(engine: sa.Engine, truth: Path, console: Console) -> None:
+    """Each cross-department rule's findings against the conflicts the simulators planted (truth)."""
+    from publish.evaluate import compare_conflicts
+
+    for f in compare_conflicts(engine, truth):
+        console.print(
+            f"  {f.rule_id:<28} found {f.found:>5,}  planted {f.planted:>5,}  agree {f.matched:>5,}"
+            f"  precision {f.precision:.3f}  recall {f.recall:.3f}"
+        )

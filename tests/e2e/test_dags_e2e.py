@@ -41,22 +41,12 @@ from schemas.unified import published_tables, table
 from simulators.advance import advance
 from simulators.generate import generate
 from simulators.http_server import start_servers
+from tests.integration.test_publish import RECORD_TABLES
 from tests.leakscan import find_value, leaks, personal_values
 
 RESIDENTS = 3000
 HUB = Path(sys.executable).with_name("hub")
 INGEST = ["ingest_" + d.replace(".", "_") for d in registry()]
-#: source dataset -> the published table its records land in (one row per record)
-RECORD_TABLES = {
-    "gongan.hukou": "core.hukou_registration",
-    "gongan.migrant": "core.migrant_registration",
-    "minzheng.dibao": "core.dibao_membership",
-    "minzheng.relief": "core.social_relief",
-    "renshe.employment": "core.employment_registration",
-    "renshe.insurance": "core.insurance_participation",
-    "sifa.corrections": "sensitive.community_correction",
-    "jisheng.births": "core.birth_registration",
-}
 BATCH_ID = re.compile(r"^[0-9a-f]{20}$")
 NAME = re.compile(r"^[a-z][a-z0-9_.]*$")  # field, dataset and table names
 
