@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import os
 import re
@@ -85,19 +86,42 @@ def _urlsafe_unpadded(b64: pa.Array) -> pa.Array:
 
 # -- token: HMAC-SHA256 ---------------------------------------------------------------------------------
 
+_SHA256_BLOCK = 64
+
+
+def hmac_sha256_many(key: bytes, values: Sequence[bytes]) -> list[bytes]:
+    """HMAC-SHA256 (RFC 2104) of each value under one key, the same bytes as ``hmac.digest(key, v, "sha256")``.
+
+    The key's inner and outer pad states are hashed once and copied per value, instead of once per value as
+    ``hmac.digest`` does: about three times faster, and this is protect's hottest loop.
+    """
+    if len(key) > _SHA256_BLOCK:
+        key = hashlib.sha256(key).digest()
+    padded = key.ljust(_SHA256_BLOCK, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded)).copy
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded)).copy
+    out = []
+    for value in values:
+        hashed = inner()
+        hashed.update(value)
+        wrapped = outer()
+        wrapped.update(hashed.digest())
+        out.append(wrapped.digest())
+    return out
+
+
 
 def token_series(values: pd.Series, keyring: Keyring, domain: str, version: int | None = None) -> pd.Series:
     """Keyed tokens 't<v>.<base64url(HMAC-SHA256)>' of each value; stable per value, domain and version."""
     number = keyring.active_version if version is None else version
     key = keyring.derive(TOKEN_PURPOSE, domain, number)
     prefix = np.frombuffer(f"t{number}.".encode(), dtype=np.uint8)
-    digest = hmac.digest
 
     def compute(distinct: pa.Array) -> pa.Array:
         n = len(distinct)
         # 32-byte digests each padded to 33 bytes encode to 44 characters whose first 43 are the
         # unpadded base64 of the digest, so one base64 call serves the whole column.
-        joined = b"\0".join([digest(key, v, "sha256") for v in distinct.to_pylist()]) + b"\0"
+        joined = b"\0".join(hmac_sha256_many(key, distinct.to_pylist())) + b"\0"
         chars = np.frombuffer(binascii.b2a_base64(joined, newline=False).translate(_URLSAFE), dtype=np.uint8)
         width = len(prefix) + 43
         out = np.empty((n, width), dtype=np.uint8)

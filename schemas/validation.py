@@ -126,16 +126,30 @@ def expectations_for(cf: ContractField, as_of: date) -> list[tuple[str, dict[str
     return out
 
 
+# Suites and their validation definitions, per process: a batch pays GX's run, not its set-up.
+_SUITES: dict[str, ExpectationSuite] = {}
+_CHECKS: dict[int, tuple[ExpectationSuite, Any]] = {}
+
+
 def build_suite(contract: Contract, as_of: date | None = None) -> ExpectationSuite:
-    """The GX suite for a contract: required, shapes, patterns, allowed codes and plausible dates."""
+    """The GX suite for a contract: required, shapes, patterns, allowed codes and plausible dates.
+
+    Built once per process for the same contract fields and day (later batches reuse it and its GX context).
+    """
+    as_of = as_of or date.today()
+    planned = [
+        (cf.name, cf.label, kind, kwargs) for cf in contract.fields for kind, kwargs in expectations_for(cf, as_of)
+    ]
+    key = repr((contract.dataset, contract.version, as_of.isoformat(), planned))
+    cached = _SUITES.get(key)
+    if cached is not None:
+        return cached
     gx = _gx()
     from great_expectations.expectations.registry import get_expectation_impl
 
-    as_of = as_of or date.today()
     expectations = [
-        get_expectation_impl(kind)(**kwargs, meta={"field": cf.name, "label": cf.label})
-        for cf in contract.fields
-        for kind, kwargs in expectations_for(cf, as_of)
+        get_expectation_impl(kind)(**kwargs, meta={"field": name, "label": label})
+        for name, label, kind, kwargs in planned
     ]
     # given to the constructor: add_expectation() would need a context to save the suite into
     suite = gx.ExpectationSuite(
@@ -145,7 +159,14 @@ def build_suite(contract: Contract, as_of: date | None = None) -> ExpectationSui
     )
     if len(suite.expectations) != len(expectations):
         raise ValidationError(f"{contract.dataset}: GX refused part of the generated suite")
+    _SUITES[key] = suite
     return suite
+
+
+def checked_columns(contract: Contract) -> list[str]:
+    """The fields the suite has an expectation on (GX is given only these, plus ``_row``)."""
+    today = date.today()
+    return [cf.name for cf in contract.fields if expectations_for(cf, today)]
 
 
 def _rows_of(unexpected_index_list: Iterable[Any]) -> list[int]:
@@ -184,9 +205,15 @@ def _write_json(path: Path, payload: Any) -> None:
 
 
 def gx_frame(data: pd.DataFrame, contract: Contract) -> pd.DataFrame:
-    """The columns the suite reads, dates in nanoseconds (GX's vectorised range check), plus ``_row``."""
-    frame = data[list(contract.names)].copy(deep=False)
+    """The columns the suite reads, dates in nanoseconds (GX's vectorised range check), plus ``_row``.
+
+    Columns no expectation reads are left out: GX copies and fingerprints every column it is given.
+    """
+    columns = checked_columns(contract)
+    frame = data[columns].copy(deep=False)
     for cf in contract.fields:
+        if cf.name not in frame.columns:
+            continue
         stamps = frame[cf.name]
         if cf.type in ("date", "datetime") and pd.api.types.is_datetime64_dtype(stamps.dtype):
             representable = stamps.isna() | ((stamps >= _NS_MIN) & (stamps <= _NS_MAX))
@@ -197,17 +224,23 @@ def gx_frame(data: pd.DataFrame, contract: Contract) -> pd.DataFrame:
 
 
 def run_suite(frame: pd.DataFrame, suite: ExpectationSuite) -> Any:
-    """Validate a frame (holding the ``_row`` column) with GX on a fresh ephemeral context."""
-    gx = _gx()
-    context = ephemeral_context()
-    source = context.data_sources.add_pandas(name="hub_batch")
-    asset = source.add_dataframe_asset(name="conformed")
-    definition = asset.add_batch_definition_whole_dataframe("whole_batch")
-    # a validation definition loads the batch once; batch.validate() would load (and fingerprint) it twice
-    check = context.validation_definitions.add(
-        gx.ValidationDefinition(name=suite.name, data=definition, suite=context.suites.add(suite))
-    )
-    return check.run(batch_parameters={"dataframe": frame}, result_format=RESULT_FORMAT)
+    """Validate a frame (holding the ``_row`` column) with GX on an ephemeral context.
+
+    The context and its validation definition are made once per suite and process, then run per batch.
+    """
+    cached = _CHECKS.get(id(suite))
+    if cached is None or cached[0] is not suite:
+        gx = _gx()
+        context = ephemeral_context()
+        source = context.data_sources.add_pandas(name="hub_batch")
+        asset = source.add_dataframe_asset(name="conformed")
+        definition = asset.add_batch_definition_whole_dataframe("whole_batch")
+        # a validation definition loads the batch once; batch.validate() would load (and fingerprint) it twice
+        check = context.validation_definitions.add(
+            gx.ValidationDefinition(name=suite.name, data=definition, suite=context.suites.add(suite))
+        )
+        cached = _CHECKS[id(suite)] = (suite, check)
+    return cached[1].run(batch_parameters={"dataframe": frame}, result_format=RESULT_FORMAT)
 
 
 def validate(
