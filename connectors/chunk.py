@@ -28,7 +28,8 @@ class SourceChunk:
     ``position`` is JSON text (page/cursor/offset, SQL keyset or file) that a resumed run can start from;
     ``cursor_max`` is the largest cursor value in the chunk (None for sources without a cursor).
     For file drops, ``file`` names the file and ``ends_file`` marks its last chunk, after which the caller
-    records the file as ingested.
+    records the file as ingested (or, when ``set_aside`` gives a reason, as rejected with it: a drop cut off
+    mid-write whose intact lines were read).
     """
 
     dataset: str
@@ -37,6 +38,8 @@ class SourceChunk:
     cursor_max: str | None
     file: SourceFile | None = None
     ends_file: bool = False
+    set_aside: str | None = None  # on a cut-off drop's last chunk: why the rest of the file is set aside
+
 
     def __len__(self) -> int:
         return len(self.frame)

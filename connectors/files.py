@@ -118,6 +118,10 @@ def parse_csv(
     if control:
         line = text.count("\n", 0, control.start()) + 1
         raise RejectFile(f"binary content (control characters) at line {line}")
+    fast = _parse_plain_csv(text, name, key_columns)
+    if fast is not None:
+        log.debug("%s decoded as %s (pyarrow.csv)", name, used)
+        return fast
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         numbered = [(reader.line_num, record) for record in reader if record]
@@ -140,6 +144,57 @@ def parse_csv(
     lines = np.fromiter((line for line, _ in body), dtype=np.int64, count=len(body))
     frame[SOURCE_POSITION] = labelled(f"{name} line", lines)
     log.debug("%s decoded as %s", name, used)
+    return frame
+
+
+# Line breaks str.splitlines knows but the csv module does not: their presence sends a drop down the csv path.
+_OTHER_BREAKS = ("\x85", "\u2028", "\u2029")
+
+
+def _parse_plain_csv(text: str, name: str, key_columns: Sequence[str]) -> pd.DataFrame | None:
+    """A drop without any quoting, parsed by pyarrow.csv in C; None when the text needs the csv module.
+
+    Without quotes every non-empty line is one record, so line numbers, widths and the header check are
+    worked out on the lines (as the csv module would see them) before Arrow parses the body as text columns.
+    """
+    if '"' in text or any(mark in text for mark in _OTHER_BREAKS):
+        return None
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lengths = np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))
+    present = np.flatnonzero(lengths)
+    if not present.size:
+        raise RejectFile("empty file")
+    header = check_header(lines[present[0]].split(","), key_columns)
+    body = present[1:]
+    widths = np.fromiter((lines[i].count(",") + 1 for i in body), dtype=np.int64, count=len(body))
+    ragged = np.flatnonzero(widths != len(header))
+    if ragged.size:
+        first = ragged[0]
+        raise RejectFile(
+            f"ragged rows: {ragged.size} row(s) do not have {len(header)} fields, first at line "
+            f"{body[first] + 1} ({widths[first]} fields)"
+        )
+    names = [f"c{i}" for i in range(len(header))]
+    if body.size:
+        content = "\n".join(lines[int(body[0]) :]).encode("utf-8")
+        table = pacsv.read_csv(
+            io.BytesIO(content),
+            read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
+            parse_options=pacsv.ParseOptions(quote_char=False, newlines_in_values=False, ignore_empty_lines=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True, null_values=[""]
+            ),
+        )
+        if table.num_rows != body.size:
+            return None  # Arrow saw the lines otherwise than counted: let the csv module decide
+        columns = {h: pd.array(table.column(c), dtype="string") for h, c in zip(header, names, strict=True)}
+    else:
+        columns = {h: pd.array([], dtype="string") for h in header}
+    frame = pd.DataFrame(columns)
+    frame[SOURCE_POSITION] = labelled(f"{name} line", body + 1)
     return frame
 
 
@@ -180,6 +235,9 @@ def parse_xlsx(data: bytes, name: str, key_columns: Sequence[str], sheet: str | 
                 f"ragged rows: {int(extra.sum())} row(s) have values beyond the {len(header)} header cells, "
                 f"first at row {int(extra.idxmax())}"
             )
+    if width < len(header):  # read-only mode trims trailing empty cells: a column empty in every row is absent
+        grid = grid.reindex(columns=range(len(header)))
+        filled = grid.notna()
     grid = grid.loc[filled.any(axis=1), : len(header) - 1]  # blank rows are Excel padding, not records
     frame = grid.set_axis(header, axis=1)
     frame[SOURCE_POSITION] = labelled(f"{name} row", frame.index.to_numpy())
@@ -214,8 +272,13 @@ class FileDropSource:
         key_columns: Sequence[str] | None = None,
         encoding: str | None = None,
         sheet: str | None = None,
+        caller_records_cut_files: bool = False,
     ) -> None:
+        """``caller_records_cut_files``: a cut-off drop's last chunk carries ``set_aside`` and the caller
+        records the file as rejected once its rows are staged (a caller that reads ahead of what it has
+        staged must; otherwise the source records it when the caller asks for the next chunk)."""
         self.dataset = dataset
+        self.caller_records_cut_files = caller_records_cut_files
         self.directory = Path(directory)
         self.pattern = pattern or self.default_pattern
         self.state = state
@@ -281,9 +344,9 @@ class FileDropSource:
             except RejectFile as exc:
                 self._reject(path, source, str(exc))
                 continue
-            yield from self._chunks(frame, source)
+            yield from self._chunks(frame, source, partial if self.caller_records_cut_files else None)
             if partial is not None:  # recorded after the rows are staged: the file is known, with why
-                self._reject(path, source, partial)
+                self._reject(path, source, partial, record=not self.caller_records_cut_files)
 
     def parse(self, data: bytes, name: str) -> pd.DataFrame:
         """The whole file as one frame with ``_source_position``; ``RejectFile`` if any of it is broken."""
@@ -294,7 +357,7 @@ class FileDropSource:
             return parse_xlsx(data, name, self.key_columns, self.sheet)
         raise RejectFile(f"unsupported file type '{suffix}'")
 
-    def _chunks(self, frame: pd.DataFrame, source: SourceFile) -> Iterator[SourceChunk]:
+    def _chunks(self, frame: pd.DataFrame, source: SourceFile, set_aside: str | None = None) -> Iterator[SourceChunk]:
         starts = range(0, max(len(frame), 1), self.chunk_rows)
         for i, start in enumerate(starts):
             part = frame.iloc[start : start + self.chunk_rows]
@@ -302,13 +365,16 @@ class FileDropSource:
                 {"file": source.name, "sha256": source.sha256, "rows": [start, start + len(part)]},
                 ensure_ascii=False,
             )
-            yield SourceChunk(self.dataset, part, position, None, source, ends_file=i == len(starts) - 1)
+            last = i == len(starts) - 1
+            yield SourceChunk(
+                self.dataset, part, position, None, source, ends_file=last, set_aside=set_aside if last else None
+            )
 
-    def _reject(self, path: Path, source: SourceFile, reason: str) -> None:
+    def _reject(self, path: Path, source: SourceFile, reason: str, record: bool = True) -> None:
         """Set a file aside whole: remember why, record it in the state, move it if a folder is given."""
         log.warning("%s: file %s set aside: %s", self.dataset, source.name, reason)
         self.rejected.append(RejectedFile(source.name, source.sha256, reason))
-        if self.state is not None:
+        if self.state is not None and record:
             self.state.record_file(self.dataset, source.sha256, source.name, "rejected", reason)
         if self.rejected_dir is not None:
             self.rejected_dir.mkdir(parents=True, exist_ok=True)

@@ -341,11 +341,14 @@ class IncrementalRun:
         self.rows_fresh += len(fresh)
         return fresh
 
-    def commit(self) -> None:
+    def commit(self, mark: Watermark | None = None) -> None:
         """Advance the durable watermark; call after every accepted frame is durably staged.
 
         May be called after each staged chunk; the re-read filter keeps using the run's starting mark.
+        ``mark`` is ``next`` as it stood after a given chunk was accepted, for a run that reads ahead of
+        what is staged (the parallel runner); by default the whole of ``next``.
         """
-        if self.next is not None and self.next != self.committed:
-            self.store.advance(self.dataset, self.next)
-            self.committed = self.next
+        target = self.next if mark is None else mark
+        if target is not None and target != self.committed:
+            self.store.advance(self.dataset, target)
+            self.committed = target

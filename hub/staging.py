@@ -109,6 +109,17 @@ def write_batch(
     final = batch_dir(root, dataset, bid)
     if (final / MANIFEST).is_file():
         return read_manifest(final)
+    return commit_batch(root, dataset, bid, prepare_batch(root, manifest, data, linkage))
+
+
+def prepare_batch(root: Path, manifest: dict[str, Any], data: pd.DataFrame, linkage: pd.DataFrame) -> Path:
+    """Write a batch completely under its hidden temporary name (fsynced); ``commit_batch`` makes it a batch.
+
+    Split from the rename so a worker process can write while the run that owns the watermark decides, in
+    source order, which batches become visible.
+    """
+    dataset, bid = manifest["dataset"], manifest["batch_id"]
+    final = batch_dir(root, dataset, bid)
     tmp = final.with_name(f".{bid}{_TEMP_MARK}{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     private_dir(tmp.parent)
@@ -121,11 +132,25 @@ def write_batch(
     staged = StageManifest(**{**manifest, "content_hash": content, "files": files})
     write_atomic(tmp / MANIFEST, json.dumps(asdict(staged), ensure_ascii=False, indent=2, sort_keys=True))
     fsync_dir(tmp)
+    return tmp
+
+
+def commit_batch(root: Path, dataset: str, batch_id: str, tmp: Path) -> StageManifest:
+    """Rename a prepared batch folder into place (the commit point); an already staged batch wins."""
+    final = batch_dir(root, dataset, batch_id)
+    if (final / MANIFEST).is_file():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return read_manifest(final)
     if final.exists():  # a folder without manifest is debris of a killed run
         shutil.rmtree(final)
     os.replace(tmp, final)
     fsync_dir(final.parent)
-    return staged
+    return read_manifest(final)
+
+
+def discard_batch(tmp: Path) -> None:
+    """Remove a prepared batch folder that will not be committed (a run stopped before its turn)."""
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_manifest(folder: Path) -> StageManifest:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,6 +206,11 @@ def test_sigkill_mid_run_then_rerun_equals_clean_run(
         )  # fmt: skip
         try:
             assert held.wait(timeout=120), "the child never asked for its third page"
+            # the stages run in worker processes while the source is read on: wait for the two batches
+            # read before the held page to be committed (a serial run has committed them already)
+            deadline = time.monotonic() + 120
+            while len(staged_batches(killed / "staging", "renshe.insurance")) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
