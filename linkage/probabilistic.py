@@ -49,6 +49,9 @@ class ModelSettings:
     train_persons: int = 50_000  # random persons whose profiles train the model (u sampling, EM)
     em_sample: int = 20_000  # their keyed records that join the unkeyed ones for EM training
     seed: int = 1
+    # a run with fewer records to place than this scores them with the newest saved model (trained on this
+    # hub's data by an earlier run) instead of training again: a day's changes are placed in seconds
+    reuse_below: int = 5_000
 
 
 def _quiet_splink() -> None:

@@ -268,6 +268,12 @@ def link(
         ).all()
         index["person_key"] = index["person_key"].map(survivors(merged)).fillna(index["person_key"])
         known_persons = conn.execute(sa.select(sa.func.count()).select_from(store.link_person)).scalar_one()
+        newest_model = conn.execute(
+            sa.select(store.link_run.c.model_path)
+            .where(store.link_run.c.model_path.is_not(None))
+            .order_by(store.link_run.c.run_id.desc())
+            .limit(1)
+        ).scalar_one_or_none()
         linked_before = conn.execute(sa.select(sa.func.count()).select_from(store.link_record)).scalar_one()
     seen = set(zip(done["dataset"], done["batch_id"], done["content_hash"], strict=True)) if len(done) else set()
     fresh = [b for b in batches if (b.dataset, b.batch_id, b.content_hash) not in seen]
@@ -306,7 +312,8 @@ def link(
         ).to_arrow_table()
         lap("exact")
 
-        placed_rows = _probabilistic(ws, keyring, run_dir, options, say, result)
+        previous = Path(newest_model) if newest_model else None
+        placed_rows = _probabilistic(ws, keyring, run_dir, options, say, result, previous)
         lap("probabilistic")
         say("merges and lineage")
         ws.register("placed", placed_rows)
@@ -404,6 +411,7 @@ def _probabilistic(
     options: probabilistic.ModelSettings,
     say: Progress,
     result: LinkResult,
+    previous_model: Path | None = None,
 ) -> pd.DataFrame:
     """Lineage rows for the fresh records without a link token: kept, placed by Splink, or new persons."""
     todo = ws.sql(
@@ -424,7 +432,9 @@ def _probabilistic(
     place = ~stay
     if place.any():
         say(f"probabilistic pass for {int(place.sum())} records without a usable ID number")
-        decided, model_path = _place(ws, todo.loc[place, ["dataset", "record_id"]], keyring, run_dir, options)
+        targets = todo.loc[place, ["dataset", "record_id"]]
+        reuse = previous_model if len(targets) < options.reuse_below else None
+        decided, model_path = _place(ws, targets, keyring, run_dir, options, reuse)
         result.model_path = model_path
         uids = (todo.loc[place, "dataset"] + "|" + todo.loc[place, "record_id"]).to_numpy()
         decided = decided.set_index("uid").reindex(uids)
@@ -446,9 +456,15 @@ def _probabilistic(
 
 
 def _place(
-    ws: Workspace, targets: pd.DataFrame, keyring: Keyring, run_dir: Path, options: probabilistic.ModelSettings
+    ws: Workspace,
+    targets: pd.DataFrame,
+    keyring: Keyring,
+    run_dir: Path,
+    options: probabilistic.ModelSettings,
+    reuse: Path | None = None,
 ) -> tuple[pd.DataFrame, Path]:
-    """Train on this data, predict for ``targets`` (dataset, record_id), decide; one row per scored uid."""
+    """Train on this data (or take the ``reuse`` model, an earlier run's), predict for ``targets`` (dataset,
+    record_id), decide; one row per scored uid."""
     clock = [time.perf_counter()]
 
     def step(name: str, rows: int) -> None:
@@ -466,6 +482,41 @@ def _place(
     step("records to place", len(left))
     persons = ws.scalar("SELECT count(DISTINCT person_key) FROM dk")
     name_tf = ws.name_frequencies()
+    model = _reused(reuse, persons)
+    if model is None:
+        model = _train(ws, left, persons, options, name_tf, step)
+    right = _frame(ws.profiles(ws.candidates(left)))
+    step("candidate profiles", len(right))
+    pairs = probabilistic.predict(_frame(left), right, model, name_tf)
+    step("scored pairs", len(pairs))
+    decided = probabilistic.decide(pairs, options)
+    path = probabilistic.save_model(model, run_dir / f"model-{uuid.uuid4().hex[:8]}.json", options)
+    return decided, path
+
+
+def _reused(path: Path | None, persons: int) -> dict[str, Any] | None:
+    """An earlier run's saved model with its prior set for today's persons, or None (train instead)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        model, _ = probabilistic.load_model(path)
+    except (OSError, ValueError, KeyError, TypeError):
+        log.warning("the saved model %s cannot be read; training a new one", path.name)
+        return None
+    model["probability_two_random_records_match"] = 1.0 / max(persons, 2)
+    log.info("probabilistic pass: scoring with the model of an earlier run (%s)", path.name)
+    return model
+
+
+def _train(
+    ws: Workspace,
+    left: pd.DataFrame,
+    persons: int,
+    options: probabilistic.ModelSettings,
+    name_tf: pd.DataFrame,
+    step: Callable[[str, int], None],
+) -> dict[str, Any]:
+    """Splink's own training on this run's data: u by sampling, m by EM (see docs/linkage.md)."""
     sample = min(options.train_persons, persons)
     # the same persons every run over the same data (keys are random, tokens are not): reproducible training
     ws.sql(
@@ -486,13 +537,7 @@ def _place(
         _frame(pd.concat([left, trainer], ignore_index=True)), train_right, persons, options, name_tf
     )
     step("trained (u sampling, EM)", len(trainer) + len(left))
-    right = _frame(ws.profiles(ws.candidates(left)))
-    step("candidate profiles", len(right))
-    pairs = probabilistic.predict(_frame(left), right, model, name_tf)
-    step("scored pairs", len(pairs))
-    decided = probabilistic.decide(pairs, options)
-    path = probabilistic.save_model(model, run_dir / f"model-{uuid.uuid4().hex[:8]}.json", options)
-    return decided, path
+    return model
 
 
 @dataclass
