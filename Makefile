@@ -29,7 +29,9 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP)
-	$(PY) -m bench
+	$(PY) -m bench.e2e --residents 200000
+	@echo "a whole city: $(PY) -m bench.e2e --residents 1000000 (or 2200000) [--workdir DIR to keep the data]"
+	@echo "one stage at a time: $(PY) -m bench [generate protect ingest link publish e2e]"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
