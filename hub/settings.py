@@ -184,7 +184,7 @@ class Settings:
         """An engine on the published database as the service's own login (PostgreSQL), pooled for requests."""
         import sqlalchemy as sa
 
-        return sa.create_engine(self.service_database_url, pool_size=20, max_overflow=10, pool_pre_ping=True)
+        return sa.create_engine(self.service_database_url, pool_size=20, max_overflow=10, pool_recycle=3600)
 
     @property
     def audit_log(self) -> Path:

@@ -9,7 +9,9 @@ service's login: checking the key, reading the lookup index, recording reveal re
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -25,12 +27,13 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import DBAPIError
 
+from privacy.audit_log import AuditLogError
 from privacy.keyring import Keyring
 from privacy.operators import token_value
 from privacy.policy import Policy
 from privacy.reveal import AUDIT_DOMAIN, RevealRefused, reveal
 from publish.lookup import lookup_token, normalised_id
-from service import records, worklist
+from service import fastpath, records, worklist
 from service import reveal as reveals
 from service.audit import AuditUnavailable, AuditWriter
 from service.desk import DeskSessions
@@ -73,6 +76,7 @@ class ServiceConfig:
     rate_burst: int = 20
     session_minutes: int = 480
     sync_cases_on_start: bool = True
+    pool_size: int = 20  # the lookups' async connections (the other routes use the engine's pool)
 
 
 class Service:
@@ -85,6 +89,7 @@ class Service:
         self.limiter = RateLimiter(config.rate_per_minute, config.rate_burst)
         self.audit = AuditWriter(config.audit_log, config.engine, config.keyring)
         self.sessions = DeskSessions(config.session_minutes)
+        self.pool: fastpath.ConnectionPool | None = None  # opened with the event loop (lifespan)
 
     def close(self) -> None:
         """Flush the audit log and release the database."""
@@ -96,16 +101,8 @@ class Service:
     def authenticate(self, conn: sa.Connection, key: str | None) -> ApiConsumer:
         """The consumer whose active key this is; 401 otherwise (the key is never logged)."""
         key_id = KeyCheck.key_id(key or "")
-        if key_id is None:
-            raise _unauthorised("an API key is required: Authorization: Bearer hubk_…")
-        c = api_consumer.c
-        row = conn.execute(sa.select(c.name, c.role, c.key_hash, c.revoked_at).where(c.key_id == key_id)).first()
-        if row is None or row.revoked_at is not None or not self.keys.verify(key or "", key_id, row.key_hash):
-            log.warning(
-                "refused API key %s (%s)", key_id, "revoked" if row is not None and row.revoked_at else "unknown"
-            )
-            raise _unauthorised("the API key is unknown or revoked")
-        return ApiConsumer(row.name, row.role)
+        row = None if key_id is None else conn.exec_driver_sql(_AUTH, (key_id,)).first()
+        return self._checked(key, key_id, row)
 
     def by_key_id(self, conn: sa.Connection, key_id: str) -> ApiConsumer | None:
         """The consumer of an active key id (a desk session, whose key was verified at login)."""
@@ -153,36 +150,90 @@ class Service:
 
     # -- what the API does (the desk pages call the same) ----------------------------------------------------
 
+    def _lookup_read(self, key: str | None, body: LookupRequest, session: ApiConsumer | None) -> _Lookup:
+        """The database part of a lookup: authenticate and read the index in one statement (as the service),
+        then the person under the consumer's role; nothing is answered or logged here."""
+        number = normalised_id(body.id_number)
+        keyring = self.config.keyring
+        token = None if number is None else lookup_token(number, keyring)
+        with self.engine.begin() as conn:
+            if session is None:
+                key_id = KeyCheck.key_id(key or "")
+                row = None if key_id is None else conn.exec_driver_sql(_AUTH_AND_INDEX, (token, key_id)).first()
+                who = self._checked(key, key_id, row)
+                found = row[4] if row is not None else None
+            else:
+                who = session
+                found = conn.exec_driver_sql(_INDEX, (token,)).scalar() if token else None
+            event: dict[str, Any] = {"operator": body.operator or who.name, "case_no": body.case_no}
+            if number is not None:
+                event["value_token"] = token_value(number, keyring, AUDIT_DOMAIN)
+            wait = self.limiter.take(who.name)
+            if wait is not None:
+                return _Lookup(who, event, "rate_limited", None, wait)
+            if number is None:
+                return _Lookup(who, event, "invalid_id", None, None)
+            self.act_as(conn, who)  # the same statements whether or not the index knows the ID
+            person = records.person_summary(conn, found or "")
+        event["person_key"] = person["person_key"] if person else None
+        return _Lookup(who, event, "found" if person else "not_found", person, None)
+
+    def _checked(self, key: str | None, key_id: str | None, row: Any) -> ApiConsumer:
+        """The consumer of a row read by key id, when the key is active and verifies; 401 otherwise."""
+        if key_id is None:
+            raise _unauthorised("an API key is required: Authorization: Bearer hubk_…")
+        if row is None or row[3] is not None or not self.keys.verify(key or "", key_id, row[2]):
+            log.warning("refused API key %s (%s)", key_id, "revoked" if row is not None and row[3] else "unknown")
+            raise _unauthorised("the API key is unknown or revoked")
+        return ApiConsumer(row[0], row[1])
+
     def lookup(self, key: str | None, body: LookupRequest, session: ApiConsumer | None = None) -> dict[str, Any]:
         """Find the resident with this ID number among those the consumer may see; 404 otherwise (logged)."""
-        with self._session_or_key(key, session) as (conn, who):
-            operator = body.operator or who.name
-            event = {"operator": operator, "case_no": body.case_no}
-            number = normalised_id(body.id_number)
-            token = None if number is None else token_value(number, self.config.keyring, AUDIT_DOMAIN)
-            self.limit(who, "lookup", **event, value_token=token)
-            person = None
+        found = self._lookup_read(key, body, session)
+        self.record(found.who, "lookup", found.outcome, **found.event)
+        return found.answer()
+
+    async def lookup_async(self, key: str | None, body: LookupRequest) -> dict[str, Any]:
+        """``lookup`` on the event loop (``service.fastpath``): the same statements and answers, no threads."""
+        if self.pool is None:
+            found = await anyio.to_thread.run_sync(self._lookup_read, key, body, None)
+        else:
+            found = await self._lookup_fast(key, body, self.pool)
+        event = {"action": "lookup", "consumer": found.who.name, "role": found.who.role, "outcome": found.outcome}
+        try:
+            await asyncio.wrap_future(self.audit.submit(event | found.event))
+        except AuditLogError as exc:
+            raise _audit_unavailable(exc) from None
+        return found.answer()
+
+    async def _lookup_fast(self, key: str | None, body: LookupRequest, pool: fastpath.ConnectionPool) -> _Lookup:
+        number = normalised_id(body.id_number)
+        keyring = self.config.keyring
+        token = None if number is None else lookup_token(number, keyring)
+        key_id = KeyCheck.key_id(key or "")
+        if key_id is None:
+            self._checked(key, None, None)
+        async with pool.transaction() as conn:
+            row = await (await conn.execute(fastpath.AUTH_AND_INDEX, (token, key_id))).fetchone()
+            values = None if row is None else tuple(row.values())
+            if values is not None and not self.keys.known(key or "", key_id or ""):  # Argon2 once, off the loop
+                who = await anyio.to_thread.run_sync(self._checked, key, key_id, values)
+            else:
+                who = self._checked(key, key_id, values)
+            event: dict[str, Any] = {"operator": body.operator or who.name, "case_no": body.case_no}
             if number is not None:
-                found = conn.exec_driver_sql(
-                    "SELECT person_key FROM service.lookup_index WHERE lookup_token = %s",
-                    (lookup_token(number, self.config.keyring),),
-                ).first()
-                self.act_as(conn, who)
-                if found is not None:
-                    person = records.person_summary(conn, found[0])
-        if number is None:
-            self.record(who, "lookup", "invalid_id", **event)
-            raise Problem(
-                422,
-                "invalid-id-number",
-                "身份证号码无效 Invalid ID number",
-                "not an 18-digit (or legacy 15-digit) resident ID number with a valid check character",
-            )
-        outcome = "found" if person else "not_found"
-        self.record(who, "lookup", outcome, **event, value_token=token, person_key=person and person["person_key"])
-        if person is None:
-            raise NOT_FOUND
-        return person
+                event["value_token"] = token_value(number, keyring, AUDIT_DOMAIN)
+            wait = self.limiter.take(who.name)
+            if wait is not None:
+                return _Lookup(who, event, "rate_limited", None, wait)
+            if number is None:
+                return _Lookup(who, event, "invalid_id", None, None)
+            # the same statements whether or not the index knows the ID: no timing tells absent from out of scope
+            await conn.execute(fastpath.ACT_AS, (who.role,))
+            found = await (await conn.execute(fastpath.PERSON, ((values[4] if values else None) or "",))).fetchone()
+            person = None if found is None else {k: records.jsonable(v) for k, v in found.items()}
+        event["person_key"] = person["person_key"] if person else None
+        return _Lookup(who, event, "found" if person else "not_found", person, None)
 
     def person(self, key: str | None, person_key: str, session: ApiConsumer | None = None) -> dict[str, Any]:
         """The one-page record under the consumer's role (audited)."""
@@ -227,6 +278,44 @@ class Service:
             raise _forbidden_or(exc) from None
         self.record(who, f"case_{action}", case["state"], case_id=case_id, reason=reason)
         return case
+
+
+_AUTH = "SELECT name, role, key_hash, revoked_at FROM service.api_consumer WHERE key_id = %s"
+_INDEX = "SELECT person_key FROM service.lookup_index WHERE lookup_token = %s"
+# one round trip: who is asking, and whom the ID's token names (read as the service, before SET ROLE)
+_AUTH_AND_INDEX = (
+    "SELECT name, role, key_hash, revoked_at, (SELECT person_key FROM service.lookup_index WHERE lookup_token = %s) "
+    "FROM service.api_consumer WHERE key_id = %s"
+)
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """What a lookup found, before it is logged and answered."""
+
+    who: ApiConsumer
+    event: dict[str, Any]
+    outcome: str
+    person: dict[str, Any] | None
+    wait: int | None
+
+    def answer(self) -> dict[str, Any]:
+        """The person, or the Problem of the outcome."""
+        if self.wait is not None:
+            raise Problem(429, "rate-limited", "请求过于频繁 Too many requests", f"retry after {self.wait} s",
+                          {"Retry-After": str(self.wait)})  # fmt: skip
+        if self.outcome == "invalid_id":
+            raise Problem(422, "invalid-id-number", "身份证号码无效 Invalid ID number",
+                          "not an 18-digit (or legacy 15-digit) ID number with a valid check character")  # fmt: skip
+        if self.person is None:
+            raise NOT_FOUND
+        return self.person
+
+
+def _audit_unavailable(exc: Exception) -> Problem:
+    log.error("audit log unavailable: %s", type(exc).__name__)
+    return Problem(503, "audit-unavailable", "审计日志不可用 Audit log unavailable",
+                   "the request was not served because it could not be logged")  # fmt: skip
 
 
 def _unauthorised(detail: str) -> Problem:
@@ -279,13 +368,13 @@ api = APIRouter(prefix="/v1", responses=COMMON, dependencies=[Depends(_strict_qu
 
 
 @api.post("/lookup", response_model=PersonSummary, responses={**NOT_FOUND_DOC, **LIMIT_DOC}, tags=["front desk"])
-def lookup_route(body: LookupRequest, request: Request, credentials: Credentials) -> dict[str, Any]:
+async def lookup_route(body: LookupRequest, request: Request, credentials: Credentials) -> dict[str, Any]:
     """Find a resident by ID number (in the body, never the URL), among those the consumer's role may see.
 
     Not found and out of scope are the same answer. Rate-limited per consumer; every lookup is audited
     with consumer, operator, case number, outcome and a keyed token of the ID (never the ID).
     """
-    return _service(request).lookup(_key(credentials), body)
+    return await _service(request).lookup_async(_key(credentials), body)
 
 
 @api.get("/persons/{person_key}", response_model=PersonRecord, responses=NOT_FOUND_DOC, tags=["front desk"])
@@ -499,6 +588,11 @@ def approve_route(
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     service: Service = app.state.service
     anyio.to_thread.current_default_thread_limiter().total_tokens = 100  # 50+ concurrent clients, sync routes
+    # the audit writer thread releases the GIL at each write, fsync and query; with the default 5 ms switch
+    # interval it then waits behind the busy event loop each time, and every request waits for the writer
+    sys.setswitchinterval(0.0005)
+    url = service.engine.url.set(drivername="postgresql")
+    service.pool = fastpath.ConnectionPool(url.render_as_string(hide_password=False), service.config.pool_size)
     if service.config.sync_cases_on_start:
         with service.engine.begin() as conn:
             counts = worklist.sync_cases(conn)
@@ -506,6 +600,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await service.pool.close()
         await anyio.to_thread.run_sync(service.close)
 
 

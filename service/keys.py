@@ -95,6 +95,12 @@ class KeyCheck:
         match = _KEY.match(key)
         return match["id"] if match else None
 
+    def known(self, key: str, key_id: str) -> bool:
+        """Whether ``key`` is a key that verified before (no Argon2 needed to accept it)."""
+        with self._lock:
+            known = self._known.get(key_id)
+        return known is not None and hmac.compare_digest(known, hashlib.sha256(key.encode()).digest())
+
     def verify(self, key: str, key_id: str, stored_hash: str) -> bool:
         """Whether ``key`` is the key whose Argon2 hash is ``stored_hash``."""
         digest = hashlib.sha256(key.encode()).digest()

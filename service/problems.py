@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -91,6 +92,13 @@ def install(app: FastAPI) -> None:
         if getattr(exc.orig, "sqlstate", None) == "42501":  # insufficient_privilege: the role decided
             return problem_response(403, FORBIDDEN.kind, FORBIDDEN.title, FORBIDDEN.detail)
         log.error("database error on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
+        return problem_response(503, "database-unavailable", "数据库暂不可用 Database unavailable")
+
+    @app.exception_handler(psycopg.Error)
+    async def _driver(request: Request, exc: psycopg.Error) -> JSONResponse:
+        if exc.sqlstate == "42501":
+            return problem_response(403, FORBIDDEN.kind, FORBIDDEN.title, FORBIDDEN.detail)
+        log.error("database error on %s %s: %s", request.method, request.url.path, type(exc).__name__)
         return problem_response(503, "database-unavailable", "数据库暂不可用 Database unavailable")
 
     @app.exception_handler(Exception)

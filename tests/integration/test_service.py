@@ -414,6 +414,11 @@ def browser() -> Iterator[Any]:
 
 def test_a_clerk_looks_up_a_resident_in_a_real_browser(hub: Hub, browser: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as shows
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def until(condition: Any) -> None:  # a click returns before the next page has loaded: wait for it, bounded
+        WebDriverWait(browser, 30).until(condition)
 
     with_case = hub.sql("SELECT person_key, rule_label FROM service.case WHERE state = 'open' AND gone_at IS NULL")
     labels = dict(with_case)
@@ -422,10 +427,11 @@ def test_a_clerk_looks_up_a_resident_in_a_real_browser(hub: Hub, browser: Any, t
     assert "工作人员登录" in browser.find_element(By.TAG_NAME, "body").text
     browser.find_element(By.ID, "api_key").send_keys(hub.keys["desk"])
     browser.find_element(By.ID, "login").click()
-    assert "按身份证查询居民" in browser.find_element(By.TAG_NAME, "h1").text
+    until(shows.text_to_be_present_in_element((By.TAG_NAME, "h1"), "按身份证查询居民"))
     browser.find_element(By.ID, "id_number").send_keys(resident["id_number"])
     browser.find_element(By.ID, "case_no").send_keys("DESK-2026-001")
     browser.find_element(By.ID, "lookup").click()
+    until(shows.text_to_be_present_in_element((By.TAG_NAME, "h1"), "居民一页通"))
     page = browser.find_element(By.TAG_NAME, "body").text
     screenshot = tmp_path / "resident.png"
     browser.save_screenshot(str(screenshot))
@@ -440,11 +446,14 @@ def test_a_clerk_looks_up_a_resident_in_a_real_browser(hub: Hub, browser: Any, t
     assert find_value(browser.page_source, hub.values) is None
     # the back office works a case on its page
     browser.find_element(By.CSS_SELECTOR, "header form button").click()
+    until(shows.presence_of_element_located((By.ID, "api_key")))
     browser.find_element(By.ID, "api_key").send_keys(hub.keys["office_b"])
     browser.find_element(By.ID, "login").click()
-    assert browser.current_url.endswith("/office") and "后台协同办理工单" in browser.page_source
+    until(shows.url_contains("/office"))
+    assert "后台协同办理工单" in browser.page_source
     first = browser.find_element(By.CSS_SELECTOR, "#cases tr:nth-child(2) td").text
     browser.find_element(By.CSS_SELECTOR, "#cases tr:nth-child(2) form button").click()
+    until(shows.presence_of_element_located((By.ID, "message")))
     assert f"工单 {first} 已认领" in browser.find_element(By.ID, "message").text
     browser.save_screenshot(str(tmp_path / "office.png"))
 
