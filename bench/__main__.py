@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHES = ["bench.generate", "bench.protect", "bench.ingest", "bench.link", "bench.publish", "bench.e2e"]
+BENCHES = ["bench.generate", "bench.protect", "bench.ingest", "bench.link", "bench.publish", "bench.e2e", "bench.service"]
 
 
 def main() -> int:
