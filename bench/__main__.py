@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHES = ["bench.generate", "bench.protect", "bench.ingest", "bench.link", "bench.publish", "bench.e2e", "bench.service"]
+BENCHES = [
+    "bench.generate", "bench.protect", "bench.ingest", "bench.link", "bench.publish", "bench.e2e", "bench.service",
+]  # fmt: skip
 
 
 def main() -> int:
