@@ -86,6 +86,7 @@ def run_publish(settings: Settings, release: bool = True) -> tuple[PublishResult
                 packaged_contracts(),
                 progress=lambda stage: status.update(stage),
                 spill=private_dir(settings.home / "runs" / "publish" / "spill"),
+                state=private_dir(settings.home / "runs" / "publish" / "state"),
             )
             status.update("refreshing the front desk's lookup index")
             refresh_lookup(engine, keyring)

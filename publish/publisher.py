@@ -30,6 +30,7 @@ from privacy.keyring import Keyring
 from privacy.operators import seal_array
 from privacy.policy import Policy
 from publish.build import Batch, Builder
+from publish.state_cache import TableStates, read_lineage
 from schemas.base import HubError
 from schemas.bulk import delete_keys, qualified, read_arrow, upsert_arrow, write_arrow
 from schemas.contract import Contract
@@ -127,13 +128,15 @@ def _seal(name: str, rows: pa.Table, keyring: Keyring, policy: Policy) -> pa.Tab
     return rows
 
 
-def read_identity(conn: sa.Connection) -> tuple[pa.Table, pa.Table, pa.Table, int | None]:
-    """Lineage, merged keys, identity events and the last link run, from the identity index."""
-    lineage = read_arrow(
-        conn,
-        "SELECT dataset, record_id, person_key, match_kind, match_probability FROM link_record",
-        ("dataset", "record_id", "person_key", "match_kind", "match_probability"),
-    )
+def read_identity(
+    conn: sa.Connection, state: Path | None = None
+) -> tuple[pa.Table, pa.Table, pa.Table, int | None]:
+    """Lineage, merged keys, identity events and the last link run, from the identity index.
+
+    With ``state`` (a private folder), the lineage comes from the copy kept there plus the rows of later link
+    runs (``publish.state_cache.read_lineage``).
+    """
+    lineage = read_lineage(conn, state)
     merged = read_arrow(
         conn,
         "SELECT person_key, merged_into FROM link_person WHERE merged_into IS NOT NULL",
@@ -198,10 +201,14 @@ def publish(
     progress: Callable[[str], None] | None = None,
     threads: int = 2,
     spill: Path | None = None,
+    state: Path | None = None,
 ) -> PublishResult:
     """Publish the linked records of ``batches`` (staging order) into the unified model, in one transaction.
 
     ``spill``: a private folder the build may spill to (keeps its memory bounded at a million residents).
+    ``state``: a private folder where the publish keeps copies of what it leaves in the database (each table's
+    keys, row hashes and communities; the identity lineage), so the next publish does not read them back
+    (``publish.state_cache``); without it everything is read from the database.
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
@@ -217,14 +224,17 @@ def publish(
         with engine.connect() as conn:
             if not sa.inspect(conn).has_table("link_record"):
                 raise PublishError("the hub database has no identity index: run `hub link` before `hub publish`")
-            lineage, merged, events, run_id = read_identity(conn)
+            lineage, merged, events, run_id = read_identity(conn, state)
         say("reading the staged batches")
         builder.load(batches, lineage=lineage, events=events, merged=merged)
         lap("read")
         say("building the published tables")
         built = builder.build()
         lap("build")
-        publish_id, changes = apply(engine, builder.con, built.tables, keyring, policy, run_id, len(batches), say)
+        states = TableStates(state) if state is not None else None
+        publish_id, changes = apply(
+            engine, builder.con, built.tables, keyring, policy, run_id, len(batches), say, states
+        )
         lap("merge")
         return PublishResult(publish_id, changes, built.records_read, built.unlinked, built.rekeyed, timings)
     finally:
@@ -240,6 +250,7 @@ def apply(
     run_id: int | None,
     batches: int,
     say: Callable[[str], None],
+    states: TableStates | None = None,
 ) -> tuple[int | None, list[TableChange]]:
     """Merge the new state of ``tables`` (Arrow, or a DuckDB query run now) into the database in one
     transaction, with the change log. Returns the publish batch id (None when nothing differed: then
@@ -247,7 +258,34 @@ def apply(
 
     A table that is empty is loaded whole: COPY with its keys and indexes built after, and one change-log
     row ``load`` (row key ``*``) that tells consumers to read the table whole, instead of a row per row.
+
+    With ``states``, a table's old (key, row_hash, community) come from the copy the previous publish kept,
+    when it still matches the table; each table's new state is kept for the next publish once this one commits.
     """
+    changes: list[TableChange] = []
+    try:
+        publish_id, changes = _apply(engine, duck, tables, keyring, policy, run_id, batches, say, states)
+    except BaseException:
+        if states is not None:
+            states.discard()
+        raise
+    if states is not None:
+        states.commit()
+    return publish_id, changes
+
+
+def _apply(
+    engine: sa.Engine,
+    duck: duckdb.DuckDBPyConnection,
+    tables: Mapping[str, pa.Table | str],
+    keyring: Keyring,
+    policy: Policy,
+    run_id: int | None,
+    batches: int,
+    say: Callable[[str], None],
+    states: TableStates | None,
+) -> tuple[int | None, list[TableChange]]:
+    """``apply`` inside its transaction."""
     changes: list[TableChange] = []
     with engine.begin() as raw:
         conn = prepared(raw)
@@ -260,7 +298,8 @@ def apply(
             tick = time.perf_counter()
             say(f"merging {name}")
             new = duck.sql(state).to_arrow_table() if isinstance(state, str) else state
-            old = _read_old(conn, t)
+            kept, _count, top = states.old(conn, t) if states is not None else (None, 0, None)
+            old = kept if kept is not None else _read_old(conn, t)
             change = TableChange(name, new.num_rows)
             if old.num_rows == 0:
                 if new.num_rows:
@@ -291,6 +330,9 @@ def apply(
                     logs.append(_log_rows(name, _pk(t), changed, ops))
                     if gone.num_rows:
                         logs.append(_log_rows(name, _pk(t), gone, "delete"))
+            if states is not None and (kept is None or change.inserted or change.updated or change.deleted):
+                written = change.inserted + change.updated
+                states.stage(t, new, old.column_names, publish_id if written else top)
             del new, old  # one table's state in memory at a time
             change.seconds = round(time.perf_counter() - tick, 3)
             change.load_seconds = round(change.load_seconds, 3)
