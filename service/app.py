@@ -159,24 +159,33 @@ class Service:
         with self.engine.begin() as conn:
             if session is None:
                 key_id = KeyCheck.key_id(key or "")
-                row = None if key_id is None else conn.exec_driver_sql(_AUTH_AND_INDEX, (token, key_id)).first()
+                row = None if key_id is None else conn.exec_driver_sql(fastpath.AUTH_AND_INDEX, (token, key_id)).first()
                 who = self._checked(key, key_id, row)
                 found = row[4] if row is not None else None
             else:
                 who = session
                 found = conn.exec_driver_sql(_INDEX, (token,)).scalar() if token else None
-            event: dict[str, Any] = {"operator": body.operator or who.name, "case_no": body.case_no}
-            if number is not None:
-                event["value_token"] = token_value(number, keyring, AUDIT_DOMAIN)
-            wait = self.limiter.take(who.name)
-            if wait is not None:
-                return _Lookup(who, event, "rate_limited", None, wait)
-            if number is None:
-                return _Lookup(who, event, "invalid_id", None, None)
+            event, refused = self._admit(who, body, number)
+            if refused is not None:
+                return refused
             self.act_as(conn, who)  # the same statements whether or not the index knows the ID
             person = records.person_summary(conn, found or "")
         event["person_key"] = person["person_key"] if person else None
         return _Lookup(who, event, "found" if person else "not_found", person, None)
+
+    def _admit(
+        self, who: ApiConsumer, body: LookupRequest, number: str | None
+    ) -> tuple[dict[str, Any], _Lookup | None]:
+        """The lookup's audit fields, and its refusal when the consumer is over its rate or the ID is invalid."""
+        event: dict[str, Any] = {"operator": body.operator or who.name, "case_no": body.case_no}
+        if number is not None:
+            event["value_token"] = token_value(number, self.config.keyring, AUDIT_DOMAIN)
+        wait = self.limiter.take(who.name)
+        if wait is not None:
+            return event, _Lookup(who, event, "rate_limited", None, wait)
+        if number is None:
+            return event, _Lookup(who, event, "invalid_id", None, None)
+        return event, None
 
     def _checked(self, key: str | None, key_id: str | None, row: Any) -> ApiConsumer:
         """The consumer of a row read by key id, when the key is active and verifies; 401 otherwise."""
@@ -220,14 +229,9 @@ class Service:
                 who = await anyio.to_thread.run_sync(self._checked, key, key_id, values)
             else:
                 who = self._checked(key, key_id, values)
-            event: dict[str, Any] = {"operator": body.operator or who.name, "case_no": body.case_no}
-            if number is not None:
-                event["value_token"] = token_value(number, keyring, AUDIT_DOMAIN)
-            wait = self.limiter.take(who.name)
-            if wait is not None:
-                return _Lookup(who, event, "rate_limited", None, wait)
-            if number is None:
-                return _Lookup(who, event, "invalid_id", None, None)
+            event, refused = self._admit(who, body, number)
+            if refused is not None:
+                return refused
             # the same statements whether or not the index knows the ID: no timing tells absent from out of scope
             await conn.execute(fastpath.ACT_AS, (who.role,))
             found = await (await conn.execute(fastpath.PERSON, ((values[4] if values else None) or "",))).fetchone()
@@ -240,10 +244,14 @@ class Service:
         with self._session_or_key(key, session) as (conn, who):
             self.act_as(conn, who)
             record = records.person_record(conn, person_key)
-        self.record(who, "view_person", "shown" if record else "not_found", person_key=person_key)
-        if record is None:
+        return self.shown(who, "view_person", record, person_key=person_key)
+
+    def shown(self, who: ApiConsumer, action: str, found: dict[str, Any] | None, **fields: Any) -> dict[str, Any]:
+        """Audit a read (shown or not found), then answer it: the row, or 404."""
+        self.record(who, action, "shown" if found else "not_found", **fields)
+        if found is None:
             raise NOT_FOUND
-        return record
+        return found
 
     @contextmanager
     def _session_or_key(
@@ -282,11 +290,6 @@ class Service:
 
 _AUTH = "SELECT name, role, key_hash, revoked_at FROM service.api_consumer WHERE key_id = %s"
 _INDEX = "SELECT person_key FROM service.lookup_index WHERE lookup_token = %s"
-# one round trip: who is asking, and whom the ID's token names (read as the service, before SET ROLE)
-_AUTH_AND_INDEX = (
-    "SELECT name, role, key_hash, revoked_at, (SELECT person_key FROM service.lookup_index WHERE lookup_token = %s) "
-    "FROM service.api_consumer WHERE key_id = %s"
-)
 
 
 @dataclass(frozen=True)
@@ -394,10 +397,7 @@ def household_route(
     with service.engine.begin() as conn:
         service.act_as(conn, who)
         found = records.household(conn, household_key)
-    service.record(who, "view_household", "shown" if found else "not_found", household_key=household_key)
-    if found is None:
-        raise NOT_FOUND
-    return found
+    return service.shown(who, "view_household", found, household_key=household_key)
 
 
 @api.get("/changes", response_model=ChangeFeed, tags=["platforms"])
