@@ -223,6 +223,9 @@ def _stage_rows(report: BenchReport, laps: dict[str, Lap], run: dict[str, Any], 
     merge = published.timings.get("merge", 0.0)
     log_seconds = max(merge - sum(t.seconds for t in published.tables), 0.0)  # change log, batch row, commit
     add("  publish: load (COPY)", written, load + log_seconds)
+    # hub publish around publish(): migrations check, roles and views, the front desk's lookup, the release tier
+    other = laps[f"{prefix}publish"].wall - sum(published.timings.values())
+    add("  publish: lookup, release, roles", published.records_read, max(other, 0.0))
     return read
 
 
