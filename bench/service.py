@@ -6,9 +6,9 @@ with no HTTP, no FastAPI and no audit log. Then counts the run's entries in the 
 be there. Targets (issue 10): >= 500 lookups/s, p95 <= 100 ms, 0 errors, every request audited.
 
 Usage: python -m bench.service [--residents 10000] [--clients 50] [--seconds 30] [--floor-seconds 10]
-[--workdir DIR] [--keep-db]. Generation, ingest, linkage and publish run first (not timed) into a PostgreSQL
-database the bench creates on 127.0.0.1:5432 (user postgres) and drops at the end. The service runs in a
-child process as its own login (hub_service), on a port the system picks; each client is a front-desk
+[--workers 1] [--workdir DIR] [--keep-db]. Generation, ingest, linkage and publish run first (not timed) into a
+PostgreSQL database the bench creates on 127.0.0.1:5432 (user postgres) and drops at the end. The service is
+`hub serve --port 0 --workers N` as its own login (hub_service), on a port the system picks; each client is a front-desk
 consumer with its own API key, over one keep-alive HTTP/1.1 connection (a minimal asyncio client, so the load
 generator costs little of the 2 cores the server and PostgreSQL share). The rate limit is set out of reach:
 this measures the service, not the limiter.
@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -104,7 +105,15 @@ def _ids(sample: int) -> list[str]:
 
 async def _client(host: str, port: int, key: str, ids: list[str], case_no: str, until: float, out: list) -> None:
     """One client: lookups over one keep-alive connection until ``until``; (latency, status) per request."""
-    reader, writer = await asyncio.open_connection(host, port)
+    deadline = time.perf_counter() + 30
+    while True:  # a worker may log its startup a moment before it listens: retry, bounded
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+            break
+        except ConnectionRefusedError:
+            if time.perf_counter() > deadline:
+                raise
+            await asyncio.sleep(0.05)
     head = (
         f"POST /v1/lookup HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
     )
@@ -128,7 +137,12 @@ async def _client(host: str, port: int, key: str, ids: list[str], case_no: str, 
         writer.close()
 
 
-async def _load(url: str, keys: list[str], ids: list[str], case_no: str, seconds: float) -> list[tuple[float, int]]:
+async def _load(
+    url: str, keys: list[str], ids: list[str], case_no: str, seconds: float, server_pid: int
+) -> tuple[list[tuple[float, int]], float, float]:
+    """(latency, status) of every timed request, and the CPU seconds the server and the machine spent meanwhile."""
+    import psutil
+
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     warm: list[tuple[float, int]] = []  # each key's first use pays its Argon2 check once
@@ -136,9 +150,18 @@ async def _load(url: str, keys: list[str], ids: list[str], case_no: str, seconds
         *(_client(host, port, k, ids, case_no + "-warm", time.perf_counter() + 0.5, warm) for k in keys)
     )
     out: list[tuple[float, int]] = []
+
+    def server_cpu() -> float:  # the server process and its workers
+        parent = psutil.Process(server_pid)
+        return sum(sum(p.cpu_times()[:2]) for p in [parent, *parent.children(recursive=True)])
+
+    machine = psutil.cpu_times()
+    before = server_cpu()
     until = time.perf_counter() + seconds
     await asyncio.gather(*(_client(host, port, k, ids, case_no, until, out) for k in keys))
-    return out
+    after, busy = server_cpu(), psutil.cpu_times()
+    used = sum(busy) - busy.idle - (sum(machine) - machine.idle)
+    return out, after - before, used
 
 
 def _floor(service_url: str, ids: list[str], seconds: float, threads: int) -> list[float]:
@@ -186,20 +209,31 @@ def _floor(service_url: str, ids: list[str], seconds: float, threads: int) -> li
     return latencies
 
 
-def _serve() -> None:
-    """Child mode: serve on a free loopback port, print the URL, stop when stdin closes."""
-    import logging
+def _start_server(workers: int) -> tuple[subprocess.Popen[str], str]:
+    """`hub serve --port 0 --workers N` as a child process (the command as shipped); its URL from its log."""
+    import re
 
-    from hub.service_cli import service_config
-    from hub.settings import Settings
-    from service.app import create_app
-    from service.server import running
-
-    logging.basicConfig(level=logging.WARNING, format="server: %(message)s")
-    logging.getLogger("service.audit").setLevel(logging.INFO)  # the writer's counts, at the end
-    with running(create_app(service_config(Settings.from_env()))) as url:
-        print(url, flush=True)
-        sys.stdin.read()
+    command = [
+        sys.executable,
+        "-c",
+        "from hub.cli import main; main()",
+        "serve",
+        "--port",
+        "0",
+        "--workers",
+        str(workers),
+    ]
+    server = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    assert server.stderr is not None
+    url, started = None, 0
+    for line in server.stderr:  # where uvicorn binds, then each worker's startup (it listens right after)
+        found = re.search(r"Uvicorn running on (http://\S+)", line)
+        url = found.group(1) if found else url
+        started += "Application startup complete" in line
+        if url and started == workers:
+            threading.Thread(target=server.stderr.read, daemon=True).start()  # keep the pipe drained
+            return server, url
+    raise SystemExit(f"hub serve exited ({server.wait()}) before it listened")
 
 
 def main() -> int:
@@ -211,11 +245,8 @@ def main() -> int:
     parser.add_argument("--floor-threads", type=int, default=8)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep-db", action="store_true")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--workers", type=int, default=1, help="hub serve --workers (processes sharing the port)")
     args = parser.parse_args()
-    if args.serve:
-        _serve()
-        return 0
     import sqlalchemy as sa
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-service-"))
@@ -236,14 +267,10 @@ def main() -> int:
         _prepare(work, args.residents, env)
         keys, ids = _consumers(args.clients), _ids(5000)
         print(f"prepared in {time.perf_counter() - started:.0f} s: {len(ids):,} IDs to look up, {len(keys)} consumers")
-        server = subprocess.Popen(
-            [sys.executable, "-m", "bench.service", "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        assert server.stdout is not None and server.stdin is not None
-        url = server.stdout.readline().strip()
+        server, url = _start_server(args.workers)
         case_no = f"BENCH-{secrets.token_hex(4)}"
-        results = asyncio.run(_load(url, keys, ids, case_no, args.seconds))
-        server.stdin.close()  # the child stops: its audit writer flushes, then it exits
+        results, server_cpu, machine_cpu = asyncio.run(_load(url, keys, ids, case_no, args.seconds, server.pid))
+        server.send_signal(signal.SIGINT)  # as Ctrl+C: the workers finish, their audit writers flush, they exit
         server.wait(timeout=120)
         server = None
         floor = _floor(env["HUB_SERVICE_DATABASE_URL"], ids, args.floor_seconds, args.floor_threads)
@@ -264,12 +291,20 @@ def main() -> int:
     p50, p95, p99 = _percentiles(latencies)
     f50, f95, f99 = _percentiles(floor)
     floor_rate = len(floor) / args.floor_seconds
-    print(f"\n== service lookups: {args.clients} clients, {args.seconds:.0f} s, loopback HTTP ==")
+    print(
+        f"\n== service lookups: {args.clients} clients, {args.seconds:.0f} s, loopback HTTP, "
+        f"{args.workers} worker(s) =="
+    )
     row = "{:<34}{:>11.0f}{:>9.1f}{:>9.1f}{:>9.1f}{:>10,}{:>8}"
     print(f"{'':<34}{'lookups/s':>11}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'requests':>10}{'errors':>8}")
     print(row.format("service (HTTP, SET ROLE, audit)", rate, p50, p95, p99, len(results), errors))
     print(row.format(f"floor (psycopg, {args.floor_threads} threads)", floor_rate, f50, f95, f99, len(floor), 0))
     print(f"service / floor: {rate / floor_rate:.2f}x of the floor's rate")
+    print(
+        f"server process CPU: {1000 * server_cpu / max(1, len(results)):.2f} ms per lookup "
+        f"({server_cpu / args.seconds:.2f} cores); the whole machine busy {machine_cpu / args.seconds:.2f} of "
+        f"{os.cpu_count()} cores (other work on the machine included)"
+    )
     print(f"audit log: {audited:,} entries for the run's {len(results):,} requests")
     checks = {
         f"lookups/s >= {TARGET_RATE:.0f}": rate >= TARGET_RATE,

@@ -11,6 +11,7 @@ from hub.settings import Settings
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
+    from fastapi import FastAPI
 
     from service.app import ServiceConfig
 
@@ -32,7 +33,7 @@ def _admin_engine(settings: Settings) -> sa.Engine:
     return migrated_engine(settings)
 
 
-def service_config(settings: Settings) -> ServiceConfig:
+def service_config(settings: Settings, workers: int = 1) -> ServiceConfig:
     """Everything the service needs, resolved here (the service itself reads no environment)."""
     from privacy.policy import load_policy
     from service.app import ServiceConfig
@@ -44,15 +45,34 @@ def service_config(settings: Settings) -> ServiceConfig:
         keyring=settings.load_keyring(),
         policy=load_policy(),
         audit_log=settings.audit_log,
-        rate_per_minute=settings.service_rate_per_minute,
-        rate_burst=settings.service_rate_burst,
+        # each worker process keeps its own buckets: it gets its share, so no consumer gets more than the limit
+        rate_per_minute=settings.service_rate_per_minute / workers,
+        rate_burst=max(1, settings.service_rate_burst // workers),
     )
+
+
+WORKERS_ENV = "HUB_SERVICE_WORKERS_STARTED"  # how many worker processes `hub serve` started (read by each)
+
+
+def app_from_env() -> FastAPI:
+    """The app of one worker process of `hub serve --workers N` (uvicorn imports and calls this in each)."""
+    import os
+
+    from service.app import create_app
+
+    return create_app(service_config(Settings.from_env(), int(os.environ.get(WORKERS_ENV, "1"))))
 
 
 @click.command("serve")
 @click.option("--host", default=None, help="Address to bind (default HUB_SERVICE_HOST, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default HUB_SERVICE_PORT; 0 lets the system pick).")
-def serve_command(host: str | None, port: int | None) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    help="Worker processes sharing the port (each takes its share of the rate limit; desk sessions need 1).",
+)
+def serve_command(host: str | None, port: int | None, workers: int) -> None:
     """Serve the front-desk / back-office API and the clerk's pages (/desk, /office) against the published database.
 
     Every request runs under its consumer's database role (SET ROLE), so row-level security decides what
@@ -66,19 +86,27 @@ def serve_command(host: str | None, port: int | None) -> None:
     try:
         settings = Settings.from_env()
         _admin_engine(settings).dispose()  # migrated, roles and grants in place
-        config = service_config(settings)
+        config = service_config(settings) if workers == 1 else None
     except HubError as exc:
         raise click.ClickException(str(exc)) from None
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(config),
-            host=host or settings.service_host,
-            port=settings.service_port if port is None else port,
-            log_level="info",
-            access_log=False,  # the audit log records every request; the access log would add nothing but noise
+    bind_host, bind_port = host or settings.service_host, settings.service_port if port is None else port
+    if config is None:  # uvicorn binds once and starts the workers, each building its app from the settings
+        import os
+
+        os.environ[WORKERS_ENV] = str(workers)
+        uvicorn.run(
+            "hub.service_cli:app_from_env",
+            factory=True,
+            workers=workers,
+            access_log=False,
+            host=bind_host,
+            port=bind_port,
         )
-    )
-    server.run()
+        return
+    # the audit log records every request; an access log would add nothing but noise
+    uvicorn.Server(
+        uvicorn.Config(create_app(config), log_level="info", access_log=False, host=bind_host, port=bind_port)
+    ).run()
 
 
 @click.group("consumers")

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi import Path as PathParam
 from fastapi.dependencies.utils import get_flat_dependant
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.exc import DBAPIError
 
@@ -355,11 +355,19 @@ DENY_DOC: dict[int | str, dict[str, Any]] = {403: {"model": ProblemDetail, "desc
 STATE_DOC: dict[int | str, dict[str, Any]] = {409: {"model": ProblemDetail, "description": "state or dual control"}}
 
 
-def _strict_query(request: Request) -> None:
+_QUERY_NAMES: dict[int, set[str]] = {}  # route -> the query parameters it declares (routes live as long as the app)
+
+
+async def _strict_query(request: Request) -> None:
     """Refuse query parameters the operation does not declare (hostile or mistyped input is not ignored)."""
+    if not request.query_params:
+        return
     route = request.scope.get("route")
-    dependant = getattr(route, "dependant", None)
-    allowed = {p.alias for p in get_flat_dependant(dependant).query_params} if dependant is not None else set()
+    allowed = _QUERY_NAMES.get(id(route))
+    if allowed is None:
+        dependant = getattr(route, "dependant", None)
+        allowed = {p.alias for p in get_flat_dependant(dependant).query_params} if dependant is not None else set()
+        _QUERY_NAMES[id(route)] = allowed
     unknown = set(request.query_params) - allowed
     if unknown:
         raise Problem(
@@ -371,13 +379,14 @@ api = APIRouter(prefix="/v1", responses=COMMON, dependencies=[Depends(_strict_qu
 
 
 @api.post("/lookup", response_model=PersonSummary, responses={**NOT_FOUND_DOC, **LIMIT_DOC}, tags=["front desk"])
-async def lookup_route(body: LookupRequest, request: Request, credentials: Credentials) -> dict[str, Any]:
+async def lookup_route(body: LookupRequest, request: Request, credentials: Credentials) -> Response:
     """Find a resident by ID number (in the body, never the URL), among those the consumer's role may see.
 
     Not found and out of scope are the same answer. Rate-limited per consumer; every lookup is audited
     with consumer, operator, case number, outcome and a keyed token of the ID (never the ID).
     """
-    return await _service(request).lookup_async(_key(credentials), body)
+    person = await _service(request).lookup_async(_key(credentials), body)
+    return JSONResponse(person)  # already JSON-shaped: the hot path skips FastAPI's re-validation of the answer
 
 
 @api.get("/persons/{person_key}", response_model=PersonRecord, responses=NOT_FOUND_DOC, tags=["front desk"])

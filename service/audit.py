@@ -31,6 +31,7 @@ from schemas.base import HubError, write_atomic
 log = logging.getLogger(__name__)
 
 _STOP = object()
+_NATIVE = (str, int, float, bool, type(None))  # values JSON stores as they are
 
 
 class AuditUnavailable(HubError):
@@ -41,9 +42,11 @@ def append_many(path: Path, events: Sequence[Mapping[str, Any]], engine: sa.Engi
     """Append ``events`` to the chained log at ``path`` in one write: the same entries, heads and refusals as
     ``append_audit`` called once per event, with one fsync and one head move for all of them."""
     with chain._locked(path):
-        chain._reseal_locked(path, engine, keyring)
-        with engine.begin() as conn:  # the database head commits only after the lines and the head file are down
+        last = chain._last_entry(path)
+        if last is not None and last.get("chain_key_version") != keyring.active_version:
+            chain._reseal_locked(path, engine, keyring)  # the first entry under a new key vouches for the old
             last = chain._last_entry(path)
+        with engine.begin() as conn:  # the database head commits only after the lines and the head file are down
             tail = (int(last["seq"]), str(last["hash"])) if last else (0, chain.GENESIS_HASH)
             for where, head in (("head file", chain._file_head(path)), ("hub database", _db_head(conn, path.name))):
                 if (head or (0, chain.GENESIS_HASH)) != tail:
@@ -53,7 +56,8 @@ def append_many(path: Path, events: Sequence[Mapping[str, Any]], engine: sa.Engi
             for event in events:
                 entry: dict[str, Any] = {"timestamp": datetime.now(UTC).isoformat(timespec="microseconds"), **event}
                 entry |= {"seq": seq + 1, "prev_hash": prev, "chain_key_version": version}
-                entry = json.loads(json.dumps(entry, ensure_ascii=False, default=str))  # MAC exactly what is stored
+                if not all(isinstance(v, _NATIVE) for v in entry.values()):  # MAC exactly what is stored
+                    entry = json.loads(json.dumps(entry, ensure_ascii=False, default=str))
                 entry["hash"] = chain.entry_mac(entry, keyring, version)
                 seq, prev = entry["seq"], entry["hash"]
                 entries.append(entry)
@@ -70,9 +74,7 @@ def append_many(path: Path, events: Sequence[Mapping[str, Any]], engine: sa.Engi
 
 def _db_head(conn: sa.Connection, name: str) -> tuple[int, str] | None:
     """The database head of a log (the table exists: migration 0001 made it; no inspection per batch)."""
-    row = conn.execute(
-        sa.select(chain.audit_head.c.seq, chain.audit_head.c.hash).where(chain.audit_head.c.log == name)
-    ).first()
+    row = conn.exec_driver_sql("SELECT seq, hash FROM audit_head WHERE log = %s", (name,)).first()
     return None if row is None else (int(row.seq), str(row.hash))
 
 
