@@ -288,15 +288,16 @@ def link(
         say(f"reading {len(batches)} staged batches ({len(fresh)} new)")
         ws.load(batches, {(b.dataset, b.batch_id) for b in fresh})
         if linked_before:
+            # the earlier lineage of the persons the new records belong to is all a run compares with (where
+            # a record was, whether the person it leaves keeps others); most of the lineage: read it whole
+            fresh_records = ws.sql("SELECT DISTINCT dataset, record_id FROM rec WHERE fresh").to_arrow_table()
             with engine.connect() as conn:
-                ws.register(
-                    "prev",
-                    store.read_table(
-                        conn,
-                        store.link_record,
-                        ["dataset", "record_id", "person_key", "match_kind", "match_probability"],
-                    ),
-                )
+                if fresh_records.num_rows * 5 < linked_before:
+                    prev = store.lineage_of_persons(conn, fresh_records)
+                else:
+                    prev = store.read_table(conn, store.link_record, list(store.LINEAGE))
+        if linked_before and len(prev):
+            ws.register("prev", prev)
         else:
             ws.sql(
                 "CREATE TABLE prev (dataset VARCHAR, record_id VARCHAR, person_key VARCHAR, match_kind VARCHAR, "

@@ -127,6 +127,41 @@ def write_rows(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> int
     return write_arrow(conn, table, pa.Table.from_pandas(frame, preserve_index=False))
 
 
+LINEAGE = ("dataset", "record_id", "person_key", "match_kind", "match_probability")
+
+
+def lineage_of_persons(conn: sa.Connection, records: pa.Table) -> pd.DataFrame:
+    """The lineage rows of every person any of ``records`` (dataset, record_id) belongs to now.
+
+    What a run needs of the earlier lineage: where its records were, and whether the persons they leave keep
+    other records. The record keys go into a temporary table joined in the database, so a day's changes read
+    thousands of rows instead of the whole lineage.
+    """
+    text = pa.schema([("dataset", pa.string()), ("record_id", pa.string())])
+    keys = records.select(["dataset", "record_id"]).cast(text)
+    conn.exec_driver_sql("CREATE TEMPORARY TABLE _fresh_records (dataset VARCHAR(100), record_id VARCHAR(128))")
+    try:
+        if conn.dialect.name == "postgresql":
+            from schemas.bulk import copy_into
+
+            copy_into(conn, "_fresh_records", keys)
+            conn.exec_driver_sql("ANALYZE _fresh_records")
+        else:
+            rows = list(zip(keys.column("dataset").to_pylist(), keys.column("record_id").to_pylist(), strict=True))
+            conn.exec_driver_sql("INSERT INTO _fresh_records VALUES (?, ?)", rows)
+        columns = ", ".join(f"l.{c}" for c in LINEAGE)
+        result = conn.exec_driver_sql(
+            f"SELECT {columns} FROM link_record l WHERE l.person_key IN ("
+            "SELECT r.person_key FROM link_record r JOIN _fresh_records f "
+            "ON r.dataset = f.dataset AND r.record_id = f.record_id)"
+        )
+        frame = pd.DataFrame(result.fetchall(), columns=list(LINEAGE))
+    finally:
+        conn.exec_driver_sql("DROP TABLE _fresh_records")
+    frame["match_probability"] = frame["match_probability"].astype("float64")
+    return frame
+
+
 def delete_keys(conn: sa.Connection, table: sa.Table, keys: pd.DataFrame) -> None:
     """Delete the rows whose primary key is in ``keys`` (a frame of the key columns).
 
