@@ -90,6 +90,7 @@ class Service:
         self.audit = AuditWriter(config.audit_log, config.engine, config.keyring)
         self.sessions = DeskSessions(config.session_minutes)
         self.pool: fastpath.ConnectionPool | None = None  # opened with the event loop (lifespan)
+        self.one_statement = False  # the database has service.lookup (lifespan finds out)
 
     def close(self) -> None:
         """Flush the audit log and release the database."""
@@ -187,6 +188,13 @@ class Service:
             return event, _Lookup(who, event, "invalid_id", None, None)
         return event, None
 
+    async def _checked_async(self, key: str | None, key_id: str | None, row: Any) -> ApiConsumer:
+        """``_checked`` on the event loop: a key seen before is compared at once, a new one (Argon2) in a thread."""
+        if row is not None and not self.keys.known(key or "", key_id or ""):
+            checked: ApiConsumer = await anyio.to_thread.run_sync(self._checked, key, key_id, row)
+            return checked
+        return self._checked(key, key_id, row)
+
     def _checked(self, key: str | None, key_id: str | None, row: Any) -> ApiConsumer:
         """The consumer of a row read by key id, when the key is active and verifies; 401 otherwise."""
         if key_id is None:
@@ -222,20 +230,28 @@ class Service:
         key_id = KeyCheck.key_id(key or "")
         if key_id is None:
             self._checked(key, None, None)
-        async with pool.transaction() as conn:
-            row = await (await conn.execute(fastpath.AUTH_AND_INDEX, (token, key_id))).fetchone()
-            values = None if row is None else tuple(row.values())
-            if values is not None and not self.keys.known(key or "", key_id or ""):  # Argon2 once, off the loop
-                who = await anyio.to_thread.run_sync(self._checked, key, key_id, values)
-            else:
-                who = self._checked(key, key_id, values)
+        values: tuple[Any, ...] | None
+        if self.one_statement:
+            async with pool.connection() as conn:
+                row = await (await conn.execute(fastpath.LOOKUP, (token or "", key_id))).fetchone()
+            values = None if row is None else (row["name"], row["role"], row["key_hash"], row["revoked_at"])
+            who = await self._checked_async(key, key_id, values)
             event, refused = self._admit(who, body, number)
             if refused is not None:
                 return refused
-            # the same statements whether or not the index knows the ID: no timing tells absent from out of scope
-            await conn.execute(fastpath.ACT_AS, (who.role,))
-            found = await (await conn.execute(fastpath.PERSON, ((values[4] if values else None) or "",))).fetchone()
-            person = None if found is None else {k: records.jsonable(v) for k, v in found.items()}
+            person = row["person"] if row is not None else None
+        else:
+            async with pool.transaction() as conn:
+                row = await (await conn.execute(fastpath.AUTH_AND_INDEX, (token, key_id))).fetchone()
+                values = None if row is None else tuple(row.values())
+                who = await self._checked_async(key, key_id, values)
+                event, refused = self._admit(who, body, number)
+                if refused is not None:
+                    return refused
+                # the same statements whether or not the index knows the ID: no timing tells absent from out of scope
+                await conn.execute(fastpath.ACT_AS, (who.role,))
+                found = await (await conn.execute(fastpath.PERSON, ((values[4] if values else None) or "",))).fetchone()
+                person = None if found is None else {k: records.jsonable(v) for k, v in found.items()}
         event["person_key"] = person["person_key"] if person else None
         return _Lookup(who, event, "found" if person else "not_found", person, None)
 
@@ -602,6 +618,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     sys.setswitchinterval(0.0005)
     url = service.engine.url.set(drivername="postgresql")
     service.pool = fastpath.ConnectionPool(url.render_as_string(hide_password=False), service.config.pool_size)
+    service.one_statement = await service.pool.has_lookup()
     if service.config.sync_cases_on_start:
         with service.engine.begin() as conn:
             counts = worklist.sync_cases(conn)

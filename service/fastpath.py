@@ -1,9 +1,11 @@
 """The lookup's hot path on the event loop: a small pool of psycopg async connections, no worker threads.
 
-A lookup is three statements in one transaction: who is asking and whom the ID's token names (one statement,
-as the service's login), SET LOCAL ROLE, and the person as the consumer's role sees them. Run through
-SQLAlchemy in a worker thread, each request paid a thread hop and the ORM layer's bookkeeping on a 2-core
-machine where the GIL is the bottleneck; here it is three awaits on a connection taken from a queue.
+A lookup is one statement, ``service.lookup(token, key_id)`` (migration 0004): it reads who is asking and
+whom the ID's token names as the service's login, sets the consumer's role for the rest of the statement's
+transaction, and reads the person under it, so row-level security decides. Run through SQLAlchemy in a worker
+thread, each request paid a thread hop, five round trips and the ORM layer's bookkeeping on a 2-core machine
+where the server's GIL is the bottleneck; here it is one await. A database made before the function existed
+gets the same three statements in one transaction instead.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from psycopg.rows import dict_row
 
 from service.records import PERSON_COLUMNS
 
+LOOKUP = "SELECT name, role, key_hash, revoked_at, person FROM service.lookup(%s, %s)"
+HAS_LOOKUP = "SELECT to_regprocedure('service.lookup(text, text)') IS NOT NULL AS present"
 AUTH_AND_INDEX = (
     "SELECT name, role, key_hash, revoked_at, (SELECT person_key FROM service.lookup_index WHERE lookup_token = %s) "
     "FROM service.api_consumer WHERE key_id = %s"
@@ -27,7 +31,7 @@ PERSON = f"SELECT {', '.join(PERSON_COLUMNS)} FROM core.person WHERE person_key 
 
 
 class ConnectionPool:
-    """Up to ``size`` async connections, made on demand, handed out one request at a time."""
+    """Up to ``size`` async connections (autocommit: one statement is one transaction), made on demand."""
 
     def __init__(self, dsn: str, size: int = 20) -> None:
         self.dsn, self.size = dsn, size
@@ -39,7 +43,7 @@ class ConnectionPool:
         if self._idle.empty() and self._made < self.size:
             self._made += 1
             try:
-                conn = await psycopg.AsyncConnection.connect(self.dsn, row_factory=dict_row)
+                conn = await psycopg.AsyncConnection.connect(self.dsn, row_factory=dict_row, autocommit=True)
             except BaseException:
                 self._made -= 1
                 raise
@@ -47,22 +51,33 @@ class ConnectionPool:
             return conn
         return await self._idle.get()
 
+    def _give_back(self, conn: psycopg.AsyncConnection[dict[str, Any]]) -> None:
+        if conn.closed or conn.broken:  # replaced on the next demand
+            self._all.discard(conn)
+            self._made -= 1
+        else:
+            self._idle.put_nowait(conn)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
+        """A connection for one request; each statement is its own transaction."""
+        conn = await self._take()
+        try:
+            yield conn
+        finally:
+            self._give_back(conn)
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[dict[str, Any]]]:
-        """A connection inside a transaction (committed on success, rolled back on error), in pipeline mode
-        (statements are sent without waiting; a fetch waits); a broken connection is dropped and replaced."""
-        conn = await self._take()
-        try:  # pipelined: BEGIN goes with the first statement, COMMIT with nothing to wait for after the last
-            async with conn.pipeline(), conn.transaction():
-                yield conn
-        except BaseException:
-            if conn.closed or conn.broken:
-                self._all.discard(conn)
-                self._made -= 1
-            else:
-                self._idle.put_nowait(conn)
-            raise
-        self._idle.put_nowait(conn)
+        """A connection inside one transaction (committed on success, rolled back on error)."""
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
+    async def has_lookup(self) -> bool:
+        """Whether the database has ``service.lookup`` (one statement per lookup)."""
+        async with self.connection() as conn:
+            row = await (await conn.execute(HAS_LOOKUP)).fetchone()
+        return bool(row and row["present"])
 
     async def close(self) -> None:
         """Close every connection."""

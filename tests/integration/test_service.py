@@ -38,7 +38,7 @@ from privacy.audit_log import read_entries, verify_log
 from privacy.keyring import init_keyfile
 from publish.lookup import lookup_token
 from schemas.id_number import check_character
-from service.app import create_app
+from service.app import Service, create_app
 from service.openapi import SCHEMA_FILE, render, schema
 from service.server import running
 from simulators.generate import generate
@@ -67,6 +67,7 @@ class Hub:
     people: pd.DataFrame  # the simulator's truth with person_key and published community
     values: frozenset[str]
     nobody: str  # a valid ID number of nobody
+    service: Service  # the running service's parts (to switch its lookup path)
 
     def client(self, consumer: str | None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.keys[consumer]}"} if consumer else {}
@@ -143,8 +144,10 @@ def hub(tmp_path_factory: pytest.TempPathFactory, pg_admin_url: str) -> Iterator
                 assert keys[name] not in out.output  # the key goes to its file only
             admin = sa.create_engine(url)
             people = _published_people(settings, sim, admin)
-            with running(create_app(service_config(settings))) as base_url:
-                yield Hub(base_url, settings, keys, admin, people, personal_values(sim / "truth"), _nobody(people))
+            app = create_app(service_config(settings))
+            with running(app) as base_url:
+                values = personal_values(sim / "truth")
+                yield Hub(base_url, settings, keys, admin, people, values, _nobody(people), app.state.service)
             admin.dispose()
     finally:
         databases.close()
@@ -179,6 +182,28 @@ def test_a_platform_of_community_a_cannot_find_a_resident_of_b_and_the_attempt_i
     assert entries["HL-1"]["outcome"] == "found" and entries["HL-1"]["person_key"] == a["person_key"]
     assert entries["ZLT-1"]["outcome"] == "found" and entries["ZLT-1"]["operator"] == "zhalantun"
     assert verify_log(hub.settings.audit_log, hub.admin, hub.settings.load_keyring()).ok
+
+
+def test_the_one_statement_lookup_and_the_three_statement_one_answer_alike(hub: Hub) -> None:
+    """service.lookup (one statement) and the fallback for a database without it give the same answers."""
+    a, b = hub.resident("150702"), hub.resident("150783")
+    answers = {}
+    for one_statement in (True, False):
+        hub.service.one_statement = one_statement
+        try:
+            with hub.client("hailar") as hailar:
+                answers[one_statement] = [
+                    (r.status_code, r.content)
+                    for r in (
+                        _lookup(hailar, a["id_number"]),
+                        _lookup(hailar, b["id_number"]),
+                        _lookup(hailar, hub.nobody),
+                    )
+                ]
+        finally:
+            hub.service.one_statement = True
+    assert answers[True] == answers[False]
+    assert [code for code, _ in answers[True]] == [200, 404, 404] and answers[True][1] == answers[True][2]
 
 
 def test_the_front_desk_sees_no_sensitive_tier(hub: Hub) -> None:

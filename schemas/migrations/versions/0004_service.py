@@ -34,6 +34,39 @@ SCOPE = (
 )
 
 
+# A lookup in one statement (SECURITY INVOKER, run by the service's login): the consumer of a key id and the
+# person the ID's token names, read as the service; then SET LOCAL ROLE to the consumer's role, and the person
+# read under it (row-level security applies: plpgsql plans each statement as the role that runs it). The same
+# statements run whether or not the token is known. The service checks the key and answers; nothing here does.
+LOOKUP_FUNCTION = """
+CREATE OR REPLACE FUNCTION service.lookup(p_token text, p_key_id text)
+RETURNS TABLE (name text, role text, key_hash text, revoked_at timestamptz, person json)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    c record;
+    found_key text;
+    shown json;
+BEGIN
+    SELECT a.name, a.role, a.key_hash, a.revoked_at INTO c FROM service.api_consumer a WHERE a.key_id = p_key_id;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    SELECT l.person_key INTO found_key FROM service.lookup_index l WHERE l.lookup_token = p_token;
+    IF c.revoked_at IS NULL THEN
+        PERFORM set_config('role', c.role, true);
+        SELECT row_to_json(p) INTO shown FROM (
+            SELECT person_key, name_masked, id_number_masked, phone_masked, sex, birth_year, ethnicity,
+                   residence_type, community_code, county_code
+            FROM core.person WHERE person_key = coalesce(found_key, '')
+        ) p;
+        PERFORM set_config('role', 'none', true);
+    END IF;
+    RETURN QUERY SELECT c.name::text, c.role::text, c.key_hash, c.revoked_at, shown;
+END
+$fn$
+"""
+
+
 def _key(length: int) -> sa.types.TypeEngine[str]:
     return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
 
@@ -164,6 +197,9 @@ def upgrade() -> None:
     )
     op.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {s} TO {SERVICE}, {BACK_OFFICE}")
     op.execute(f"GRANT SELECT, INSERT, UPDATE ON audit_head TO {SERVICE}")  # the audit chain's head
+    op.execute(LOOKUP_FUNCTION)
+    op.execute(f"REVOKE ALL ON FUNCTION {s}.lookup(text, text) FROM PUBLIC")
+    op.execute(f"GRANT EXECUTE ON FUNCTION {s}.lookup(text, text) TO {SERVICE}")
     op.execute(f"ALTER TABLE {s}.case ENABLE ROW LEVEL SECURITY")
     op.execute(f"CREATE POLICY community_scope ON {s}.case FOR ALL USING ({SCOPE}) WITH CHECK ({SCOPE})")
     op.execute(f"CREATE POLICY service_sync ON {s}.case FOR ALL TO {SERVICE} USING (true) WITH CHECK (true)")
