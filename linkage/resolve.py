@@ -122,6 +122,23 @@ def rekey(index: pd.DataFrame, keyring: Keyring) -> pd.DataFrame:
     return rows[~rows["link_token"].isin(set(index["link_token"]))]  # a token the index has already stays
 
 
+def _read_index(conn: sa.Connection, active: int) -> pd.DataFrame:
+    """The identity index; the ID ciphertexts (for re-keying) only of tokens under an older key version.
+
+    After the first rotation's re-keying every person has an active-version token, so a run normally reads
+    tokens, keys and versions only: a million ciphertexts are the larger part of the table.
+    """
+    ident = store.link_identity
+    index = store.read_table(conn, ident, ["link_token", "person_key", "key_version"])
+    index["id_ciphertext"] = pd.Series(pd.NA, index=index.index, dtype=object)
+    older = (index["key_version"] != active).to_numpy(dtype=bool)
+    if older.any():
+        rows = conn.execute(sa.select(ident.c.link_token, ident.c.id_ciphertext).where(ident.c.key_version != active))
+        ciphertexts = dict(rows.all())
+        index.loc[older, "id_ciphertext"] = index.loc[older, "link_token"].map(ciphertexts)
+    return index
+
+
 def new_keys(n: int) -> np.ndarray:
     """Random person keys: 128 bits each from the OS, derived from nothing personal, never reused."""
     raw = np.frombuffer(secrets.token_bytes(16 * n), dtype=np.uint8).reshape(n, 16)
@@ -260,7 +277,7 @@ def link(
     store.create(engine)
     with engine.connect() as conn:
         done = store.read_table(conn, store.link_batch)
-        index = store.read_table(conn, store.link_identity)
+        index = _read_index(conn, keyring.active_version)
         merged = conn.execute(
             sa.select(store.link_person.c.person_key, store.link_person.c.merged_into).where(
                 store.link_person.c.merged_into.is_not(None)
