@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,7 +123,7 @@ def pg_admin_url(request: pytest.FixtureRequest) -> str:
     pytest.skip(f"no PostgreSQL: {reason}")
 
 
-def _throwaway_database(admin_url: str) -> Iterator[str]:
+def _throwaway_database(admin_url: str) -> Generator[str, None, None]:
     name = f"hub_test_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
