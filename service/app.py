@@ -10,6 +10,7 @@ service's login: checking the key, reading the lookup index, recording reveal re
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -376,7 +377,7 @@ _QUERY_NAMES: dict[int, set[str]] = {}  # route -> the query parameters it decla
 
 async def _strict_query(request: Request) -> None:
     """Refuse query parameters the operation does not declare (hostile or mistyped input is not ignored)."""
-    if not request.query_params:
+    if not request.scope.get("query_string"):
         return
     route = request.scope.get("route")
     allowed = _QUERY_NAMES.get(id(route))
@@ -619,6 +620,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     url = service.engine.url.set(drivername="postgresql")
     service.pool = fastpath.ConnectionPool(url.render_as_string(hide_password=False), service.config.pool_size)
     service.one_statement = await service.pool.has_lookup()
+    gc.freeze()  # what startup made lives as long as the app: the collector need not walk it on every pass
     if service.config.sync_cases_on_start:
         with service.engine.begin() as conn:
             counts = worklist.sync_cases(conn)
