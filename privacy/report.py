@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -54,16 +55,16 @@ class LeakFinding:
 
 
 def load_truth_names(truth: Path | str) -> set[str]:
-    """Names of three characters or more from a synthetic ground truth (DIR/truth or its persons.parquet).
+    """Names from a synthetic ground truth (DIR/truth or DIR/truth/persons.parquet, column 'name').
 
-    Two-character names are also ordinary words (孙子, 兄弟) that published code lists such as 与户主关系
-    contain: looking for them flags those lists, not leaks (tests/leakscan.py draws the same line).
+    Two-character names are kept; they are also ordinary words (孙子, 兄弟), so ``scan_values`` does not look
+    for names inside the contracts' code-list values (与户主关系 兄弟姐妹 is not a leak).
     """
     path = Path(truth)
     if path.is_dir():
         path = path / "persons.parquet"
     names = pd.read_parquet(path, columns=["name"])["name"].dropna().astype(str)
-    return {n for n in names if len(n) >= 3}
+    return {n for n in names if len(n) >= 2}
 
 
 def _ids_with_valid_check(text: str) -> bool:
@@ -72,6 +73,18 @@ def _ids_with_valid_check(text: str) -> bool:
 
 def _contains_name(text: str, names: set[str], lengths: tuple[int, ...]) -> bool:
     return any(text[i : i + n] in names for n in lengths for i in range(len(text) - n + 1))
+
+
+@cache
+def code_list_values() -> frozenset[str]:
+    """Every value a contract's code list allows or maps (与户主关系, 残疾类别 …): words, not personal data."""
+    from schemas.contract import packaged_contracts
+
+    words: set[str] = set()
+    for contract in packaged_contracts().values():
+        for f in contract.fields:
+            words |= set(f.allowed or ()) | set(f.value_map) | set(f.value_map.values())
+    return frozenset(words)
 
 
 def scan_values(distinct: pd.DataFrame, names: set[str] | None = None) -> dict[str, tuple[int, int]]:
@@ -94,7 +107,8 @@ def scan_values(distinct: pd.DataFrame, names: set[str] | None = None) -> dict[s
         cjk = values.str.contains(_CJK, regex=True).fillna(False).astype(bool)
         if cjk.any():
             cand = values[cjk].astype(str)
-            hit = cand.map(lambda t: _contains_name(t, names, lengths)).astype(bool)
+            vocabulary = code_list_values()
+            hit = cand.map(lambda t: t not in vocabulary and _contains_name(t, names, lengths)).astype(bool)
             if hit.any():
                 found["name"] = (int(hit.sum()), int(counts.loc[hit[hit].index].sum()))
     return found

@@ -22,3 +22,9 @@ def test_an_id_number_needs_a_valid_check_character_and_its_own_run() -> None:
     assert _kinds("身份证150702199001011233")["id_number"] == (1, 1)
     assert "id_number" not in _kinds("150702199001011239")  # a wrong check character is not an ID
     assert "id_number" not in _kinds("ab150702199001011233cd")  # inside a longer alphanumeric run
+
+
+def test_a_code_list_word_is_not_a_name_but_a_name_in_text_is() -> None:
+    names = {"兄弟", "王芳"}
+    assert "name" not in scan_values(pd.DataFrame({"value": ["兄弟姐妹", "孙子女"], "n": [3, 1]}), names)
+    assert scan_values(pd.DataFrame({"value": ["走访兄弟王芳家"], "n": [2]}), names)["name"] == (1, 2)
