@@ -181,12 +181,10 @@ def _floors(settings: Any, report: BenchReport, dbname: str, published: Any) -> 
     """Each stage's floor on this run's data (see the module docstring)."""
     import pyarrow.parquet as pq
 
+    from bench.link import exact_floor
     from bench.protect import _floor_calls, run_floor
     from bench.publish import _floor as copy_floor
     from hub import staging
-    from hub.link_cli import staged_refs
-    from linkage import store
-    from linkage.workspace import Workspace
     from privacy.policy import load_policy
     from privacy.synthetic import conformed_batch
     from schemas.contract import get_contract
@@ -217,19 +215,7 @@ def _floors(settings: Any, report: BenchReport, dbname: str, published: Any) -> 
         shutil.rmtree(out, ignore_errors=True)
 
     # the exact linkage pass: the same tokens joined to the index by DuckDB
-    engine = settings.engine()
-    with engine.connect() as conn:
-        index = store.read_table(conn, store.link_identity, ["link_token", "person_key"])
-    engine.dispose()
-    with Workspace() as ws:
-        ws.load(staged_refs(settings), set())
-        ws.sql("CREATE TABLE tokens AS SELECT dataset, record_id, link_token FROM rec WHERE link_token IS NOT NULL")
-        ws.register("ident", index)
-        count = ws.scalar("SELECT count(*) FROM tokens")
-        with report.stage("DuckDB join of link tokens", records=count, floor=True):
-            ws.sql(
-                "SELECT t.dataset, t.record_id, i.person_key FROM tokens t JOIN ident i USING (link_token)"
-            ).to_arrow_table()
+    exact_floor(settings, report)
 
     # publish: a raw COPY of every row it wrote, into UNLOGGED tables without indexes
     names = [t.table for t in published.tables if t.inserted + t.updated] + ["core.change_log"]

@@ -16,8 +16,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.measure import BenchReport, StageTiming, peak_rss_mib
+
+if TYPE_CHECKING:
+    from hub.settings import Settings
 
 TARGET_SECONDS = 60
 TARGET_MIB = 6 * 1024
@@ -44,6 +48,31 @@ def _prepare(work: Path, residents: int, env: dict[str, str]) -> None:
         print(f"generate + ingest (not counted): {time.perf_counter() - t0:.1f}s", flush=True)
 
 
+def exact_floor(settings: Settings, report: BenchReport) -> int:
+    """The exact pass's floor, "DuckDB join of link tokens": the staged link tokens joined to the identity index
+    by DuckDB, nothing else (the same output the exact pass makes: each record with its person key, as Arrow).
+    Returns how many records it joined."""
+    from hub.link_cli import staged_refs
+    from linkage import store
+    from linkage.workspace import Workspace
+
+    engine = settings.engine()
+    with engine.connect() as conn:
+        index = store.read_table(conn, store.link_identity, ["link_token", "person_key"])
+    engine.dispose()
+    with Workspace() as ws:
+        ws.load(staged_refs(settings), set())
+        ws.sql("CREATE TABLE tokens AS SELECT dataset, record_id, link_token FROM rec WHERE link_token IS NOT NULL")
+        ws.register("ident", index)
+        count = ws.scalar("SELECT count(*) FROM tokens")
+        with report.stage("DuckDB join of link tokens", records=count, floor=True):
+            return (
+                ws.sql("SELECT t.dataset, t.record_id, i.person_key FROM tokens t JOIN ident i USING (link_token)")
+                .to_arrow_table()
+                .num_rows
+            )
+
+
 def main() -> int:
     """Prepare, link, measure the floor, print the report; exit 1 when a target is missed."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -57,10 +86,9 @@ def main() -> int:
 
     import sqlalchemy as sa
 
-    from hub.link_cli import run_link, staged_refs
+    from hub.link_cli import run_link
     from hub.settings import Settings
     from linkage import store
-    from linkage.workspace import Workspace
 
     settings = Settings.from_env(env)
     engine = settings.engine()
@@ -77,23 +105,7 @@ def main() -> int:
     report.stages["whole linkage (wall)"] = StageTiming("whole linkage (wall)", result.records, total)
     peak = peak_rss_mib()
 
-    # the floor: the same link tokens joined to the index by DuckDB, nothing else
-    engine = settings.engine()
-    with engine.connect() as conn:
-        index = store.read_table(conn, store.link_identity, ["link_token", "person_key"])
-    engine.dispose()
-    with Workspace() as ws:
-        ws.load(staged_refs(settings), set())
-        ws.sql("CREATE TABLE tokens AS SELECT dataset, record_id, link_token FROM rec WHERE link_token IS NOT NULL")
-        ws.register("ident", index)
-        count = ws.scalar("SELECT count(*) FROM tokens")
-        with report.stage("DuckDB join of link tokens", records=count, floor=True):
-            # the same output the exact pass makes: each record with its person key, as an Arrow table
-            joined = (
-                ws.sql("SELECT t.dataset, t.record_id, i.person_key FROM tokens t JOIN ident i USING (link_token)")
-                .to_arrow_table()
-                .num_rows
-            )
+    joined = exact_floor(settings, report)
     ratio = report.stages["pass: exact"].seconds / max(report.floors["DuckDB join of link tokens"].seconds, 1e-9)
     report.notes += [
         f"records {result.records:,}: exact {result.exact:,}, probabilistic {result.probabilistic:,}, "

@@ -107,6 +107,17 @@ def check_header(header: Sequence[Any], key_columns: Sequence[str]) -> list[str]
     return names
 
 
+def _refuse_ragged(widths: np.ndarray, expected: int, lines: np.ndarray) -> None:
+    """Reject a drop whose rows do not all have the header's number of fields, naming the first such line."""
+    ragged = np.flatnonzero(widths != expected)
+    if ragged.size:
+        first = ragged[0]
+        raise RejectFile(
+            f"ragged rows: {ragged.size} row(s) do not have {expected} fields, first at line "
+            f"{lines[first]} ({widths[first]} fields)"
+        )
+
+
 def parse_csv(
     data: bytes, name: str, key_columns: Sequence[str], encoding: str | None = None
 ) -> pd.DataFrame:
@@ -132,13 +143,7 @@ def parse_csv(
     header = check_header(numbered[0][1], key_columns)
     body = numbered[1:]
     widths = np.fromiter((len(r) for _, r in body), dtype=np.int64, count=len(body))
-    ragged = np.flatnonzero(widths != len(header))
-    if ragged.size:
-        first = ragged[0]
-        raise RejectFile(
-            f"ragged rows: {ragged.size} row(s) do not have {len(header)} fields, first at line "
-            f"{body[first][0]} ({widths[first]} fields)"
-        )
+    _refuse_ragged(widths, len(header), np.fromiter((line for line, _ in body), dtype=np.int64, count=len(body)))
     frame = pd.DataFrame([r for _, r in body], columns=header, dtype="string")
     frame = frame.mask(frame == "")  # an empty CSV field is a missing value
     lines = np.fromiter((line for line, _ in body), dtype=np.int64, count=len(body))
@@ -170,13 +175,7 @@ def _parse_plain_csv(text: str, name: str, key_columns: Sequence[str]) -> pd.Dat
     header = check_header(lines[present[0]].split(","), key_columns)
     body = present[1:]
     widths = np.fromiter((lines[i].count(",") + 1 for i in body), dtype=np.int64, count=len(body))
-    ragged = np.flatnonzero(widths != len(header))
-    if ragged.size:
-        first = ragged[0]
-        raise RejectFile(
-            f"ragged rows: {ragged.size} row(s) do not have {len(header)} fields, first at line "
-            f"{body[first] + 1} ({widths[first]} fields)"
-        )
+    _refuse_ragged(widths, len(header), body + 1)
     names = [f"c{i}" for i in range(len(header))]
     if body.size:
         content = "\n".join(lines[int(body[0]) :]).encode("utf-8")

@@ -34,6 +34,7 @@ from privacy.keyring import Keyring
 from privacy.operators import decrypt_series, encrypt_series, token_series
 from privacy.policy import LINKAGE_DOMAIN, LINKAGE_ID_DOMAIN
 from schemas.base import HubError
+from schemas.bulk import read_arrow
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,13 @@ def _read_index(conn: sa.Connection, active: int) -> pd.DataFrame:
     tokens, keys and versions only: a million ciphertexts are the larger part of the table.
     """
     ident = store.link_identity
-    index = store.read_table(conn, ident, ["link_token", "person_key", "key_version"])
+    columns = ("link_token", "person_key", "key_version")
+    if conn.dialect.name == "postgresql":  # COPY: a million rows in seconds, where fetchall builds a Row each
+        table = read_arrow(conn, f"SELECT {', '.join(columns)} FROM link_identity", columns)
+        index = pd.DataFrame({c: table.column(c).to_pandas() for c in columns})
+        index["key_version"] = pd.to_numeric(index["key_version"]).astype("int64")
+    else:
+        index = store.read_table(conn, ident, list(columns))
     index["id_ciphertext"] = pd.Series(pd.NA, index=index.index, dtype=object)
     older = (index["key_version"] != active).to_numpy(dtype=bool)
     if older.any():
@@ -285,12 +292,7 @@ def link(
         ).all()
         index["person_key"] = index["person_key"].map(survivors(merged)).fillna(index["person_key"])
         known_persons = conn.execute(sa.select(sa.func.count()).select_from(store.link_person)).scalar_one()
-        newest_model = conn.execute(
-            sa.select(store.link_run.c.model_path)
-            .where(store.link_run.c.model_path.is_not(None))
-            .order_by(store.link_run.c.run_id.desc())
-            .limit(1)
-        ).scalar_one_or_none()
+        newest_model = store.newest_model(conn)
         linked_before = conn.execute(sa.select(sa.func.count()).select_from(store.link_record)).scalar_one()
     seen = set(zip(done["dataset"], done["batch_id"], done["content_hash"], strict=True)) if len(done) else set()
     fresh = [b for b in batches if (b.dataset, b.batch_id, b.content_hash) not in seen]
@@ -595,12 +597,7 @@ def explain(
         if dataset:
             query = query.where(store.link_record.c.dataset == dataset)
         found = conn.execute(query).mappings().all()
-        model_path = conn.execute(
-            sa.select(store.link_run.c.model_path)
-            .where(store.link_run.c.model_path.is_not(None))
-            .order_by(store.link_run.c.run_id.desc())
-            .limit(1)
-        ).scalar_one_or_none()
+        model_path = store.newest_model(conn)
         index = store.read_table(conn, store.link_identity, ["link_token", "person_key"])
     if not found:
         raise LinkageError(f"record {record_id} is not in the lineage; has `hub link` run since it was staged?")

@@ -175,6 +175,14 @@ def delete_keys(conn: sa.Connection, table: sa.Table, keys: pd.DataFrame) -> Non
     bulk_delete(conn, table, pa.Table.from_pandas(keys[pk].astype("string"), preserve_index=False))
 
 
+def newest_model(conn: sa.Connection) -> str | None:
+    """The model file of the newest run that saved one (None before any probabilistic pass)."""
+    path = conn.execute(
+        sa.select(link_run.c.model_path).where(link_run.c.model_path.is_not(None)).order_by(link_run.c.run_id.desc())
+    ).first()
+    return str(path[0]) if path else None
+
+
 def start_run(conn: sa.Connection) -> int:
     """A new run row; its id numbers persons and events created by the run."""
     return int(conn.execute(sa.insert(link_run).values(started_at=now())).inserted_primary_key[0])  # type: ignore[index]
