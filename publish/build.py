@@ -41,6 +41,9 @@ DATASET_RANK = (
     "renshe.insurance",
 )
 _DUCK_TYPES = {"date": "TIMESTAMP", "datetime": "TIMESTAMP", "integer": "BIGINT", "decimal": "DOUBLE"}
+#: datasets whose records live only in the sensitive tier: core's lineage must not say who has one (a community
+#: platform reads core.record_lineage); the sensitive tables name the person themselves
+SENSITIVE_DATASETS = ("canlian.disability", "sifa.corrections")
 #: the community of a person no record places (only 人社 insurance, which carries none)
 UNKNOWN_COMMUNITY = "000000000000"
 
@@ -337,6 +340,7 @@ class Builder:
             f"{self._community(d)} "
             f"AS community_code FROM {_rel(d)} r JOIN people p USING (person_key)"
             for d in sorted(self.present)
+            if d not in SENSITIVE_DATASETS
         ) or (
             "SELECT NULL::VARCHAR dataset, NULL::VARCHAR record_key, NULL::VARCHAR person_key, "
             "NULL::VARCHAR match_kind, "

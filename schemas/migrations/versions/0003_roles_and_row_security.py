@@ -71,12 +71,22 @@ def upgrade() -> None:
     op.execute(f"CREATE POLICY own_scope ON {SCOPE} FOR SELECT USING ({MINE.format(alias=SCOPE)})")
     for name in _scoped_tables():
         nullable = " community_code IS NULL OR" if name == "core.change_log" else ""
+        # a change-log row shows only to a role that may read its table: a platform must not learn that a
+        # person of its community has a disability or corrections record from the feed
+        # (the schema first: asking about a table in a schema the role may not use is an error)
+        rights = (
+            " CASE WHEN has_schema_privilege(current_user, split_part(table_name, '.', 1), 'USAGE')"
+            " THEN has_table_privilege(current_user, table_name, 'SELECT') ELSE false END AND ("
+            if name == "core.change_log"
+            else ""
+        )
         op.execute(f"ALTER TABLE {name} ENABLE ROW LEVEL SECURITY")
         op.execute(
-            f"CREATE POLICY community_scope ON {name} FOR SELECT USING ({nullable} community_code IN "
+            f"CREATE POLICY community_scope ON {name} FOR SELECT USING ({rights}{nullable} community_code IN "
             f"(SELECT s.community_code FROM {SCOPE} s WHERE {MINE.format(alias='s')}) OR left(community_code, 6) IN "
             f"(SELECT s.community_code FROM {SCOPE} s WHERE {MINE.format(alias='s')}) OR EXISTS "
             f"(SELECT 1 FROM {SCOPE} s WHERE {MINE.format(alias='s')} AND s.community_code = '*'))"
+            + (")" if rights else "")
         )
 
 
