@@ -263,99 +263,82 @@ def apply(
     when it still matches the table; each table's new state is kept for the next publish once this one commits.
     """
     changes: list[TableChange] = []
+    publish_id: int | None = None
     try:
-        publish_id, changes = _apply(engine, duck, tables, keyring, policy, run_id, batches, say, states)
+        with engine.begin() as raw:
+            conn = prepared(raw)
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK})")
+            logs: list[pd.DataFrame] = []
+            for name, state in tables.items():
+                t = table(name)
+                tick = time.perf_counter()
+                say(f"merging {name}")
+                new = duck.sql(state).to_arrow_table() if isinstance(state, str) else state
+                kept, _count, top = states.old(conn, t) if states is not None else (None, 0, None)
+                old = kept if kept is not None else _read_old(conn, t)
+                change = TableChange(name, new.num_rows)
+                if old.num_rows == 0:
+                    if new.num_rows:
+                        publish_id = publish_id or _open_batch(conn, run_id, batches)
+                        rows = new.append_column("publish_id", pa.array([publish_id] * new.num_rows, pa.int64()))
+                        rows = _seal(name, rows, keyring, policy)
+                        writing = time.perf_counter()
+                        write_arrow(conn, t, rows, empty=True)
+                        change.load_seconds = time.perf_counter() - writing
+                        change.inserted, change.loaded = new.num_rows, True
+                        logs.append(_load_row(name))
+                else:
+                    changed, gone = _diff(duck, name, new, old)
+                    if changed.num_rows or gone.num_rows:
+                        publish_id = publish_id or _open_batch(conn, run_id, batches)
+                        ops = changed.column("_op")
+                        rows = changed.drop_columns(["_op"]).append_column(
+                            "publish_id", pa.array([publish_id] * changed.num_rows, pa.int64())
+                        )
+                        rows = _seal(name, rows, keyring, policy)
+                        writing = time.perf_counter()
+                        delete_keys(conn, t, gone.select(_pk(t)))
+                        upsert_arrow(conn, t, rows)
+                        change.load_seconds = time.perf_counter() - writing
+                        inserted = int(pc.sum(pc.equal(ops, "insert")).as_py() or 0)
+                        change.inserted, change.updated = inserted, changed.num_rows - inserted
+                        change.deleted = gone.num_rows
+                        logs.append(_log_rows(name, _pk(t), changed, ops))
+                        if gone.num_rows:
+                            logs.append(_log_rows(name, _pk(t), gone, "delete"))
+                if states is not None and (kept is None or change.inserted or change.updated or change.deleted):
+                    written = change.inserted + change.updated
+                    states.stage(t, new, old.column_names, publish_id if written else top)
+                del new, old  # one table's state in memory at a time
+                change.seconds = round(time.perf_counter() - tick, 3)
+                change.load_seconds = round(change.load_seconds, 3)
+                changes.append(change)
+            if publish_id is not None:
+                say("writing the change log")
+                feed = pd.concat(logs, ignore_index=True)
+                feed.insert(0, "publish_id", publish_id)
+                write_arrow(conn, table("core.change_log"), pa.Table.from_pandas(feed, preserve_index=False))
+                counts = {
+                    c.table: {"rows": c.rows, "insert": c.inserted, "update": c.updated, "delete": c.deleted}
+                    for c in changes
+                }
+                batch = table("core.publish_batch")
+                conn.execute(
+                    sa.update(batch)
+                    .where(batch.c.publish_id == publish_id)
+                    .values(
+                        finished_at=identity.now(),
+                        changes=len(feed),
+                        summary=json.dumps({"tables": counts}, sort_keys=True),
+                    )
+                )
     except BaseException:
         if states is not None:
             states.discard()
         raise
     if states is not None:
         states.commit()
-    return publish_id, changes
-
-
-def _apply(
-    engine: sa.Engine,
-    duck: duckdb.DuckDBPyConnection,
-    tables: Mapping[str, pa.Table | str],
-    keyring: Keyring,
-    policy: Policy,
-    run_id: int | None,
-    batches: int,
-    say: Callable[[str], None],
-    states: TableStates | None,
-) -> tuple[int | None, list[TableChange]]:
-    """``apply`` inside its transaction."""
-    changes: list[TableChange] = []
-    with engine.begin() as raw:
-        conn = prepared(raw)
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_LOCK})")
-        publish_id: int | None = None
-        logs: list[pd.DataFrame] = []
-        for name, state in tables.items():
-            t = table(name)
-            tick = time.perf_counter()
-            say(f"merging {name}")
-            new = duck.sql(state).to_arrow_table() if isinstance(state, str) else state
-            kept, _count, top = states.old(conn, t) if states is not None else (None, 0, None)
-            old = kept if kept is not None else _read_old(conn, t)
-            change = TableChange(name, new.num_rows)
-            if old.num_rows == 0:
-                if new.num_rows:
-                    publish_id = publish_id or _open_batch(conn, run_id, batches)
-                    rows = new.append_column("publish_id", pa.array([publish_id] * new.num_rows, pa.int64()))
-                    rows = _seal(name, rows, keyring, policy)
-                    writing = time.perf_counter()
-                    write_arrow(conn, t, rows, empty=True)
-                    change.load_seconds = time.perf_counter() - writing
-                    change.inserted, change.loaded = new.num_rows, True
-                    logs.append(_load_row(name))
-            else:
-                changed, gone = _diff(duck, name, new, old)
-                if changed.num_rows or gone.num_rows:
-                    publish_id = publish_id or _open_batch(conn, run_id, batches)
-                    ops = changed.column("_op")
-                    rows = changed.drop_columns(["_op"]).append_column(
-                        "publish_id", pa.array([publish_id] * changed.num_rows, pa.int64())
-                    )
-                    rows = _seal(name, rows, keyring, policy)
-                    writing = time.perf_counter()
-                    delete_keys(conn, t, gone.select(_pk(t)))
-                    upsert_arrow(conn, t, rows)
-                    change.load_seconds = time.perf_counter() - writing
-                    inserted = int(pc.sum(pc.equal(ops, "insert")).as_py() or 0)
-                    change.inserted, change.updated = inserted, changed.num_rows - inserted
-                    change.deleted = gone.num_rows
-                    logs.append(_log_rows(name, _pk(t), changed, ops))
-                    if gone.num_rows:
-                        logs.append(_log_rows(name, _pk(t), gone, "delete"))
-            if states is not None and (kept is None or change.inserted or change.updated or change.deleted):
-                written = change.inserted + change.updated
-                states.stage(t, new, old.column_names, publish_id if written else top)
-            del new, old  # one table's state in memory at a time
-            change.seconds = round(time.perf_counter() - tick, 3)
-            change.load_seconds = round(change.load_seconds, 3)
-            changes.append(change)
-        if publish_id is not None:
-            say("writing the change log")
-            feed = pd.concat(logs, ignore_index=True)
-            feed.insert(0, "publish_id", publish_id)
-            write_arrow(conn, table("core.change_log"), pa.Table.from_pandas(feed, preserve_index=False))
-            counts = {
-                c.table: {"rows": c.rows, "insert": c.inserted, "update": c.updated, "delete": c.deleted}
-                for c in changes
-            }
-            batch = table("core.publish_batch")
-            conn.execute(
-                sa.update(batch)
-                .where(batch.c.publish_id == publish_id)
-                .values(
-                    finished_at=identity.now(),
-                    changes=len(feed),
-                    summary=json.dumps({"tables": counts}, sort_keys=True),
-                )
-            )
     return publish_id, changes
 
 
