@@ -80,7 +80,7 @@ def run_ingest(
     ctx = build_context(settings, max_quarantine_rate)
     columns = (TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
-        with Progress(*columns, transient=False) as bar, _worker_pool(ctx, workers) as pool:
+        with Progress(*columns, transient=False) as bar, worker_pool(ctx, workers) as pool:
             tasks = {name: bar.add_task(name, total=None) for name in datasets}
 
             def one(name: str) -> IngestResult:
@@ -117,11 +117,13 @@ def _ingest_one(name: str, ctx: IngestContext, pool: Executor | None, progress: 
 
 
 @contextmanager
-def _worker_pool(ctx: IngestContext, workers: int) -> Iterator[Executor | None]:
-    """A process pool whose workers hold the batch context (None for a serial run).
+def worker_pool(ctx: IngestContext, workers: int) -> Iterator[Executor | None]:
+    """A process pool whose workers hold the batch context (None for a serial run), for ``ingest_dataset``.
 
     Workers start from a fork server that has the stage packages imported, so none inherits this
-    process's threads, database connections or open sources.
+    process's threads, database connections or open sources; their log records are handled by this
+    process's loggers, and they exit if this process dies. An Airflow task ingesting one dataset on the
+    worker's cores: ``with worker_pool(ctx, n) as pool: ingest_dataset(decl, ctx, pool=pool)``.
     """
     if workers <= 1:
         yield None
