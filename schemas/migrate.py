@@ -6,7 +6,7 @@ The hub's own state tables (ingest watermarks, audit heads, the identity index) 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,28 +59,25 @@ def current(engine: sa.Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
-def upgrade(engine: sa.Engine, revision: str = "head") -> str | None:
-    """Bring the database up to ``revision`` (default: the newest) in one transaction; returns where it is."""
+def _migrate(engine: sa.Engine, step: Callable[[Config, str], None], name: str, revision: str) -> str | None:
+    """Run one Alembic command in one transaction; a database error becomes a MigrationError naming the step."""
     try:
         with _connection(engine) as conn:
-            command.upgrade(_config(conn), revision)
+            step(_config(conn), revision)
     except sa.exc.SQLAlchemyError as exc:
-        raise MigrationError(
-            f"upgrade to {revision} failed: {type(exc).__name__}: {exc.orig if hasattr(exc, 'orig') else exc}"
-        ) from exc
+        cause = exc.orig if hasattr(exc, "orig") else exc
+        raise MigrationError(f"{name} to {revision} failed: {type(exc).__name__}: {cause}") from exc
     return current(engine)
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> str | None:
+    """Bring the database up to ``revision`` (default: the newest) in one transaction; returns where it is."""
+    return _migrate(engine, command.upgrade, "upgrade", revision)
 
 
 def downgrade(engine: sa.Engine, revision: str) -> str | None:
     """Step the database down to ``revision`` ("base" removes everything the migrations made)."""
-    try:
-        with _connection(engine) as conn:
-            command.downgrade(_config(conn), revision)
-    except sa.exc.SQLAlchemyError as exc:
-        raise MigrationError(
-            f"downgrade to {revision} failed: {type(exc).__name__}: {exc.orig if hasattr(exc, 'orig') else exc}"
-        ) from exc
-    return current(engine)
+    return _migrate(engine, command.downgrade, "downgrade", revision)
 
 
 def ensure_current(engine: sa.Engine) -> None:
