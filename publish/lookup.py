@@ -4,9 +4,10 @@ The published tables carry no reusable ID token, so a lookup by ID card is compu
 service takes the typed ID number, computes ``lookup_token`` (HMAC-SHA256 under HKDF ``token/lookup/vN``,
 a domain of its own that neither linkage nor any release shares) and reads this index. The index lives in
 the ``service`` schema, which no consumer role may read (only the service's own login, ``hub_service``),
-and it is kept out of the change log. ``refresh_lookup`` rebuilds it after each publish from the identity
-index (``link_identity``: the ID's AES-SIV ciphertext under ``linkage_id``, decrypted here inside the trusted
-zone, never written or logged), writing only the difference. PostgreSQL only: the service needs its roles.
+and it is kept out of the change log. ``refresh_lookup`` keeps it in step with the identity index after each
+publish: one row per ``link_identity`` row (keyed by its link token), the lookup token computed once, when the
+row first appears (the ID's AES-SIV ciphertext under ``linkage_id`` is decrypted here inside the trusted zone,
+never written or logged). PostgreSQL only: the service needs its roles.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 
@@ -24,7 +24,7 @@ from privacy.keyring import Keyring
 from privacy.operators import decrypt_series, token_series, token_value
 from privacy.policy import LINKAGE_ID_DOMAIN
 from publish.consumers import Consumer
-from schemas.bulk import delete_keys, read_arrow, upsert_arrow
+from schemas.bulk import copy_into, qualified, read_arrow, write_arrow
 from schemas.id_number import is_valid, normalise_text, upgrade_15
 from schemas.unified import BACK_OFFICE, FRONT_DESK, JUSTICE, PRIVACY_OFFICER, key
 
@@ -41,9 +41,10 @@ metadata = sa.MetaData(naming_convention={"pk": "pk_%(table_name)s", "ix": "ix_%
 lookup_index = sa.Table(
     "lookup_index",
     metadata,
-    sa.Column("lookup_token", key(64), primary_key=True, comment="身份证号的查询令牌（服务专用密钥域）"),
+    sa.Column("lookup_token", key(64), nullable=False, index=True, comment="身份证号的查询令牌（服务专用密钥域）"),
     sa.Column("person_key", key(32), nullable=False, comment="人员键"),
     sa.Column("key_version", sa.Integer, nullable=False, comment="令牌的密钥版本"),
+    sa.Column("link_token", key(64), primary_key=True, comment="身份索引的关联令牌（对应 link_identity 的一行）"),
     schema=SERVICE_SCHEMA,
     comment="前台按身份证查询的索引（仅服务自身可读，不进入变更日志）",
 )
@@ -63,49 +64,66 @@ def lookup_token(id_number: str, keyring: Keyring, version: int | None = None) -
     return token_value(id_number, keyring, LOOKUP_DOMAIN, version)
 
 
-def _wanted(conn: sa.Connection, keyring: Keyring) -> pd.DataFrame:
-    """(lookup_token, person_key, key_version) of every ID the identity index holds, merges followed."""
-    index = identity.read_table(conn, identity.link_identity, ["person_key", "id_ciphertext"])
-    index = index[index["id_ciphertext"].notna()]
-    merged = identity.read_table(conn, identity.link_person, ["person_key", "merged_into"])
-    merged = merged[merged["merged_into"].notna()]
-    lead = survivors(list(zip(merged["person_key"], merged["merged_into"], strict=True)))
-    ids = decrypt_series(index["id_ciphertext"].astype("string"), keyring, LINKAGE_ID_DOMAIN)
-    frame = pd.DataFrame(
-        {
-            "lookup_token": token_series(ids, keyring, LOOKUP_DOMAIN).to_numpy(),
-            "person_key": index["person_key"].map(lambda k: lead.get(k, k)).to_numpy(),
-        }
-    )
-    del ids  # plaintext IDs live only for the token computation
-    frame["key_version"] = keyring.active_version
-    return frame.drop_duplicates("lookup_token").reset_index(drop=True)
-
-
 def refresh_lookup(engine: sa.Engine, keyring: Keyring) -> dict[str, int]:
-    """Make the lookup index match the identity index (one transaction, only the difference); counts only."""
+    """Make the lookup index follow the identity index (one transaction, only the difference); counts only.
+
+    The identity index only grows (link inserts rows; a person changes only by a merge, in ``link_person``),
+    so: index rows whose lookup token is under an older key version are deleted; identity rows not indexed
+    yet get their lookup token (the only IDs decrypted); rows of merged persons move to the survivor. Should
+    the index hold more rows than the identity index (rebuilt from scratch), the extra rows are deleted.
+    """
     if engine.dialect.name != "postgresql":
         return {}
+    active = keyring.active_version
     with engine.begin() as conn:
-        wanted = _wanted(conn, keyring)
-        old = read_arrow(
-            conn, "SELECT lookup_token, person_key FROM service.lookup_index", ["lookup_token", "person_key"]
+        ident, index = qualified(conn, identity.link_identity), qualified(conn, lookup_index)
+        merged = conn.exec_driver_sql(
+            f"SELECT person_key, merged_into FROM {qualified(conn, identity.link_person)} WHERE merged_into IS NOT NULL"
+        ).all()
+        lead = survivors([(a, b) for a, b in merged])
+        conn.exec_driver_sql(
+            "CREATE TEMPORARY TABLE _lookup_lead (person_key text PRIMARY KEY, survivor text) ON COMMIT DROP"
         )
-        have = old.to_pandas() if old.num_rows else pd.DataFrame({"lookup_token": [], "person_key": []}, dtype="string")
-        both = wanted.merge(have, on="lookup_token", how="outer", suffixes=("", "_old"), indicator=True)
-        write = both[
-            (both["_merge"] == "left_only")
-            | ((both["_merge"] == "both") & (both["person_key"] != both["person_key_old"]))
-        ]
-        gone = both[both["_merge"] == "right_only"]
-        upsert_arrow(
+        copy_into(conn, "_lookup_lead", pa.table({"person_key": list(lead), "survivor": list(lead.values())}))
+        conn.exec_driver_sql("ANALYZE _lookup_lead")
+        deleted = conn.exec_driver_sql(f"DELETE FROM {index} WHERE key_version <> %s", (active,)).rowcount
+        was_empty = conn.exec_driver_sql(f"SELECT NOT EXISTS (SELECT 1 FROM {index})").scalar_one()
+        todo = read_arrow(
             conn,
-            lookup_index,
-            pa.Table.from_pandas(write[["lookup_token", "person_key", "key_version"]], preserve_index=False),
+            f"SELECT i.link_token, coalesce(ld.survivor, i.person_key) AS person_key, i.id_ciphertext FROM {ident} i "
+            f"LEFT JOIN _lookup_lead ld ON ld.person_key = i.person_key WHERE i.id_ciphertext IS NOT NULL "
+            f"AND NOT EXISTS (SELECT 1 FROM {index} l WHERE l.link_token = i.link_token)",
+            ["link_token", "person_key", "id_ciphertext"],
         )
-        delete_keys(conn, lookup_index, pa.table({"lookup_token": gone["lookup_token"].astype(str).tolist()}))
-    counts = {"rows": len(wanted), "written": len(write), "deleted": len(gone)}
-    log.info("lookup index: %(rows)d IDs, %(written)d written, %(deleted)d deleted", counts)
+        if todo.num_rows:
+            ids = decrypt_series(todo.column("id_ciphertext").to_pandas().astype("string"), keyring, LINKAGE_ID_DOMAIN)
+            tokens = token_series(ids, keyring, LOOKUP_DOMAIN).to_numpy()
+            del ids  # plaintext IDs live only for the token computation
+            rows = pa.table(
+                {
+                    "link_token": todo.column("link_token"),
+                    "lookup_token": pa.array(tokens, pa.string()),
+                    "person_key": todo.column("person_key"),
+                    "key_version": pa.array([active] * todo.num_rows, pa.int32()),
+                }
+            )
+            write_arrow(conn, lookup_index, rows, empty=bool(was_empty))
+        moved = 0
+        if lead and not was_empty:  # a full build wrote every row's survivor already
+            moved = conn.exec_driver_sql(
+                f"UPDATE {index} l SET person_key = ld.survivor FROM {ident} i JOIN _lookup_lead ld "
+                "ON ld.person_key = i.person_key WHERE l.link_token = i.link_token AND l.person_key <> ld.survivor"
+            ).rowcount
+        total = conn.exec_driver_sql(f"SELECT count(*) FROM {index}").scalar_one()
+        wanted = conn.exec_driver_sql(f"SELECT count(*) FROM {ident} WHERE id_ciphertext IS NOT NULL").scalar_one()
+        if total != wanted:  # every identity row is indexed now, so any difference is index rows to drop
+            deleted += conn.exec_driver_sql(
+                f"DELETE FROM {index} l WHERE NOT EXISTS "
+                f"(SELECT 1 FROM {ident} i WHERE i.link_token = l.link_token AND i.id_ciphertext IS NOT NULL)"
+            ).rowcount
+            total = wanted
+    counts = {"rows": int(total), "written": todo.num_rows, "moved": int(moved), "deleted": int(deleted)}
+    log.info("lookup index: %(rows)d rows, %(written)d computed, %(moved)d moved, %(deleted)d deleted", counts)
     return counts
 
 

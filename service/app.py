@@ -306,7 +306,7 @@ class Service:
 
 
 _AUTH = "SELECT name, role, key_hash, revoked_at FROM service.api_consumer WHERE key_id = %s"
-_INDEX = "SELECT person_key FROM service.lookup_index WHERE lookup_token = %s"
+_INDEX = "SELECT person_key FROM service.lookup_index WHERE lookup_token = %s LIMIT 1"
 
 
 @dataclass(frozen=True)

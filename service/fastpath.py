@@ -23,7 +23,8 @@ from service.records import PERSON_COLUMNS
 LOOKUP = "SELECT name, role, key_hash, revoked_at, person FROM service.lookup(%s, %s)"
 HAS_LOOKUP = "SELECT to_regprocedure('service.lookup(text, text)') IS NOT NULL AS present"
 AUTH_AND_INDEX = (
-    "SELECT name, role, key_hash, revoked_at, (SELECT person_key FROM service.lookup_index WHERE lookup_token = %s) "
+    "SELECT name, role, key_hash, revoked_at, "
+    "(SELECT person_key FROM service.lookup_index WHERE lookup_token = %s LIMIT 1) "
     "FROM service.api_consumer WHERE key_id = %s"
 )
 ACT_AS = "SELECT set_config('role', %s, true)"

@@ -32,7 +32,7 @@ def _tables(engine: sa.Engine) -> set[str]:
 def test_upgrade_downgrade_upgrade(dialect: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     engine = _engine(dialect, tmp_path, request)
     assert migrate.current(engine) is None
-    assert migrate.upgrade(engine) == migrate.head() == "0004"
+    assert migrate.upgrade(engine) == migrate.head() == "0005"
     made = _tables(engine)
     expected = {t.name if dialect == "sqlite" else t.fullname for t in published_tables()}
     assert expected <= made and "link_record" in made and "ingest_watermark" in made
@@ -41,7 +41,7 @@ def test_upgrade_downgrade_upgrade(dialect: str, tmp_path: Path, request: pytest
     assert not expected & left and "link_record" in left  # the published model goes, the hub's state stays
     assert migrate.downgrade(engine, "base") is None
     assert _tables(engine) <= {"alembic_version"}
-    assert migrate.upgrade(engine) == "0004"
+    assert migrate.upgrade(engine) == "0005"
     assert _tables(engine) == made
     engine.dispose()
 
@@ -90,7 +90,7 @@ def test_an_existing_pre_alembic_hub_database_is_adopted(tmp_path: Path) -> None
     store.create(engine)  # what `hub link` made before the migrations existed
     with engine.begin() as conn:
         conn.execute(sa.insert(store.link_run).values(started_at=store.now()))
-    assert migrate.upgrade(engine) == "0004"
+    assert migrate.upgrade(engine) == "0005"
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(store.link_run)).scalar_one() == 1
     engine.dispose()
