@@ -94,10 +94,11 @@ def rekey(index: pd.DataFrame, keyring: Keyring) -> pd.DataFrame:
     """Index rows under the active key version for persons that have none yet (after a rotation)."""
     active = keyring.active_version
     empty = pd.DataFrame(columns=["link_token", "person_key", "key_version", "id_ciphertext"])
-    if index.empty:
+    older = (index["key_version"] != active).to_numpy(dtype=bool)
+    if not older.any():  # the usual run: no rotation since the last one (and 1 M keys need no set)
         return empty
-    have = set(index.loc[index["key_version"] == active, "person_key"])
-    old = index[(index["key_version"] != active) & ~index["person_key"].isin(have)]
+    have = index.loc[~older, "person_key"]
+    old = index[older & ~_among(index["person_key"], have)]
     blind = old["id_ciphertext"].isna()
     if blind.any():  # index rows written before the ID ciphertext was kept: these persons cannot be re-keyed
         log.warning("%d persons have no ID ciphertext in the index and cannot be re-keyed", int(blind.sum()))
@@ -120,7 +121,13 @@ def rekey(index: pd.DataFrame, keyring: Keyring) -> pd.DataFrame:
             "id_ciphertext": encrypt_series(ids, keyring, LINKAGE_ID_DOMAIN).to_numpy(),
         }
     )
-    return rows[~rows["link_token"].isin(set(index["link_token"]))]  # a token the index has already stays
+    return rows[~_among(rows["link_token"], index["link_token"])]  # a token the index has already stays
+
+
+def _among(values: pd.Series, others: pd.Series) -> np.ndarray:
+    """``values.isin(others)`` through Arrow's hash set (pandas' Arrow strings build a scalar per value)."""
+    found = pc.is_in(pa.array(values.astype(_TEXT).array), value_set=pa.array(others.astype(_TEXT).array))
+    return np.asarray(found.fill_null(False), dtype=bool)
 
 
 def _read_index(conn: sa.Connection, active: int) -> pd.DataFrame:
@@ -245,7 +252,7 @@ def _canonical_keys(
     canon = token_series(ids, keyring, LINKAGE_DOMAIN).to_numpy()
     person_of = dict(zip(index["link_token"], index["person_key"], strict=True))
     person_of |= {t: k for t, k in zip(frame["link_token"], frame["key"], strict=True) if t not in person_of}
-    missing = ~pd.Series(canon).isin(set(person_of)).to_numpy()
+    missing = ~_among(pd.Series(canon), pd.Series(list(person_of)))
     for c, k in zip(canon, old["key"], strict=True):  # two older tokens of one ID: the first one's key
         person_of.setdefault(c, k)
     frame.loc[old.index, "key"] = [person_of[c] for c in canon]
