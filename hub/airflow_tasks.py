@@ -210,7 +210,7 @@ def release_step() -> dict[str, Any]:
     from datetime import UTC, datetime
 
     from hub.link_cli import one_link_at_a_time
-    from hub.publish_cli import migrated_engine
+    from hub.publish_cli import migrated_engine, state_folder
     from privacy.policy import load_policy
     from publish.consumers import load_consumers
     from publish.release import publish_release
@@ -227,6 +227,7 @@ def release_step() -> dict[str, Any]:
                     settings.load_keyring(),
                     load_policy(),
                     datetime.now(UTC).year,
+                    state=state_folder(settings),
                 )
         finally:
             engine.dispose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +32,13 @@ def staged_for_publish(settings: Settings) -> list[Batch]:
         Batch(ref.dataset, ref.batch_id, ref.folder / "data.parquet", read_manifest(ref.folder).key_versions)
         for ref in staged_refs(settings)
     ]
+
+
+def state_folder(settings: Settings) -> Path:
+    """The private folder where publishes keep copies of what they left in the database (``publish.state_cache``)."""
+    from schemas.base import private_dir
+
+    return private_dir(settings.home / "runs" / "publish" / "state")
 
 
 def migrated_engine(settings: Settings) -> sa.Engine:
@@ -77,7 +85,15 @@ def run_publish(settings: Settings, release: bool = True) -> tuple[PublishResult
     try:
         # the link lock: a publish reads the lineage a running link would be rewriting
         keyring, policy = settings.load_keyring(), load_policy()
-        with one_link_at_a_time(settings.home / "runs" / "link"), console.status("publishing") as status:
+        state = state_folder(settings)
+        with (
+            one_link_at_a_time(settings.home / "runs" / "link"),
+            console.status("publishing") as status,
+            ThreadPoolExecutor(1, thread_name_prefix="publish-side") as side,
+        ):
+            # the lookup index depends on the identity index alone: it is refreshed beside the publish (its
+            # own transaction; the ID decryption in Python overlaps the build in DuckDB and the COPY)
+            lookup = side.submit(refresh_lookup, engine, keyring)
             result = publish(
                 engine,
                 staged_for_publish(settings),
@@ -86,23 +102,33 @@ def run_publish(settings: Settings, release: bool = True) -> tuple[PublishResult
                 packaged_contracts(),
                 progress=lambda stage: status.update(stage),
                 spill=private_dir(settings.home / "runs" / "publish" / "spill"),
-                state=private_dir(settings.home / "runs" / "publish" / "state"),
+                state=state,
             )
             status.update("refreshing the front desk's lookup index")
-            refresh_lookup(engine, keyring)
-            if engine.dialect.name == "postgresql":  # the worklist: new conflicts become open cases
-                from service.worklist import sync_cases
-
-                with engine.begin() as conn:
-                    sync_cases(conn)
+            lookup.result()
+            # the worklist (new conflicts become open cases) beside the release tier: both read the published core
+            cases = side.submit(sync_worklist, engine)
             outcome = None
             if release:
                 consumers = load_consumers(settings.consumers)
                 year = datetime.now(UTC).year
-                outcome = publish_release(engine, consumers, keyring, policy, year, progress=status.update)
+                outcome = publish_release(
+                    engine, consumers, keyring, policy, year, progress=status.update, state=state
+                )
+            cases.result()
             return result, outcome
     finally:
         engine.dispose()
+
+
+def sync_worklist(engine: sa.Engine) -> dict[str, int]:
+    """Open a service case for each new conflict (PostgreSQL: the service needs its roles); counts only."""
+    if engine.dialect.name != "postgresql":
+        return {}
+    from service.worklist import sync_cases
+
+    with engine.begin() as conn:
+        return sync_cases(conn)
 
 
 def print_publish_summary(result: PublishResult, release: ReleaseOutcome | None, seconds: float) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -26,6 +27,7 @@ from privacy.policy import Policy
 from publish.build import row_hash_sql
 from publish.consumers import Consumer
 from publish.publisher import TableChange, apply
+from publish.state_cache import TableStates
 from schemas.base import HubError
 from schemas.bulk import qualified, read_arrow
 from schemas.migrate import prepared
@@ -215,14 +217,18 @@ def publish_release(
     policy: Policy,
     year: int,
     progress: Callable[[str], None] | None = None,
+    state: Path | None = None,
 ) -> tuple[int | None, list[TableChange], list[ReleaseFigure]]:
-    """Build, gate and publish the release tier (its own transaction and publish batch)."""
+    """Build, gate and publish the release tier (its own transaction and publish batch). ``state``: the
+    publish's private folder of kept table states (``publish.state_cache``), so the old release rows are not
+    read back from the database."""
     say = progress or (lambda _stage: None)
     say("building the release tier")
     con, tables, figures = build_release(engine, consumers, keyring, policy, year)
     try:
         gate(figures)
-        publish_id, changes = apply(engine, con, tables, keyring, policy, None, 0, say)
+        states = TableStates(state) if state is not None else None
+        publish_id, changes = apply(engine, con, tables, keyring, policy, None, 0, say, states)
     finally:
         con.close()
     return publish_id, changes, figures
