@@ -119,12 +119,12 @@ def read_table(conn: sa.Connection, table: sa.Table, columns: Iterable[str] | No
     return pd.DataFrame(result.fetchall(), columns=[c.name for c in cols])
 
 
-def write_rows(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> int:
-    """Append a frame's rows to a table in bulk (see ``write_arrow``)."""
+def write_rows(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame, empty: bool = False) -> int:
+    """Append a frame's rows to a table in bulk (see ``write_arrow``; ``empty``: the table holds no row)."""
     if frame.empty:
         return 0
     frame = frame[[c.name for c in table.c if c.name in frame.columns]]
-    return write_arrow(conn, table, pa.Table.from_pandas(frame, preserve_index=False))
+    return write_arrow(conn, table, pa.Table.from_pandas(frame, preserve_index=False), empty=empty)
 
 
 LINEAGE = ("dataset", "record_id", "person_key", "match_kind", "match_probability")
