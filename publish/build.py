@@ -68,12 +68,40 @@ class Built:
     rekeyed: dict[str, int]
 
 
+@dataclass
+class Changes:
+    """What changed since the last publish, for a scoped build (only the persons and households it touches).
+
+    ``new_batches``: staged batches no publish has read; ``relinked``: (dataset, record_id) of lineage rows
+    written by link runs since; ``event_keys``: both keys of every identity event since (a record that moved
+    from one person to another names the person it left here, merged or split).
+    """
+
+    new_batches: Sequence[Batch]
+    relinked: pa.Table
+    event_keys: Sequence[str]
+
+
+#: published tables whose rows a scoped build recomputes by household, not by person: table -> (staged dataset,
+#: staged household column); their rows are built for the households in scope only
+HOUSEHOLD_TABLES = {
+    "core.household": ("gongan.hukou", "household_no"),
+    "core.dibao_household": ("minzheng.dibao", "household_id"),
+}
+
+
 def _q(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
 def _rel(dataset: str) -> str:
     return "s_" + dataset.replace(".", "_")
+
+
+def mode_sql(column: str) -> str:
+    """DuckDB aggregate: the most frequent non-null value, the smallest of a tie. DuckDB's ``mode`` breaks a tie
+    by the order rows arrive in, which a parallel scan does not fix, so a rebuild could change a household."""
+    return f"list_aggregate(list_sort(list({column}) FILTER (WHERE {column} IS NOT NULL)), 'mode')"
 
 
 def row_hash_sql(columns: Sequence[str]) -> str:
@@ -123,6 +151,7 @@ class Builder:
         self.rekeyed: dict[str, int] = {}
         self.unlinked: dict[str, int] = {}
         self.records_read = 0
+        self.scoped = False  # a scoped build (``load`` with changes): rows of the persons in scope only
         self._empty: set[str] = set()
 
     def close(self) -> None:
@@ -134,8 +163,18 @@ class Builder:
         return self.con.sql(query)
 
     # -- inputs ------------------------------------------------------------------------------------------
-    def load(self, batches: Sequence[Batch], lineage: pa.Table, events: pa.Table, merged: pa.Table) -> int:
-        """Stage tables ``s_<dataset>`` (newest version of each record, linked ones only) and ``lin``."""
+    def load(
+        self,
+        batches: Sequence[Batch],
+        lineage: pa.Table,
+        events: pa.Table,
+        merged: pa.Table,
+        changes: Changes | None = None,
+    ) -> int:
+        """Stage tables ``s_<dataset>`` (newest version of each record, linked ones only) and ``lin``.
+
+        With ``changes``, a scoped build: only the records of the persons in scope are staged (``scope_of``),
+        and ``scoped`` holds the persons and households whose rows are rebuilt."""
         self.con.register("_lin", lineage)
         self.con.register("_merged", merged)
         # a key that merged away leads to its survivor (chains followed), whatever the lineage says
@@ -165,6 +204,10 @@ class Builder:
         by_dataset: dict[str, list[tuple[int, Batch]]] = {}
         for order, batch in enumerate(batches):
             by_dataset.setdefault(batch.dataset, []).append((order, batch))
+        only = ""
+        if changes is not None:
+            unlinked = self._scope(by_dataset, changes)
+            only = "WHERE record_id IN (SELECT record_id FROM lin WHERE dataset = {dataset}) "
         for dataset, items in by_dataset.items():
             rel = _rel(dataset)
             scans = " UNION ALL BY NAME ".join(
@@ -172,7 +215,7 @@ class Builder:
                 for order, b in items
             )
             self.con.execute(
-                f"CREATE TABLE raw_{rel} AS SELECT * FROM ({scans}) "
+                f"CREATE TABLE raw_{rel} AS SELECT * FROM ({scans}) {only.format(dataset=_q(dataset))}"
                 "QUALIFY row_number() OVER (PARTITION BY record_id ORDER BY _ord DESC) = 1"
             )
             self.con.execute(f"ALTER TABLE raw_{rel} ADD COLUMN record_key VARCHAR")
@@ -185,7 +228,7 @@ class Builder:
             read = self._count(f"raw_{rel}")
             kept = self._count(rel)
             total += read
-            if read != kept:
+            if read != kept and changes is None:
                 unlinked[dataset] = read - kept
             self.con.execute(f"DROP TABLE raw_{rel}")
             self.present.add(dataset)
@@ -194,6 +237,72 @@ class Builder:
         self.unlinked = unlinked
         self.records_read = total
         return total
+
+    def _scope(self, by_dataset: Mapping[str, Sequence[tuple[int, Batch]]], changes: Changes) -> dict[str, int]:
+        """Restrict ``lin`` to the persons in scope; tables ``scope_persons`` and ``scope_<household table>``.
+
+        In scope: the persons of every record in a new batch or relinked since, both persons of every identity
+        event since, then every member of a household any version of their records names (a household's row
+        sums its members, so all of them are rebuilt). Returns the staged records not linked yet, per dataset.
+        """
+        con = self.con
+        news = [
+            f"SELECT {_q(b.dataset)} AS dataset, record_id FROM read_parquet({_q(str(b.data))}, union_by_name = true)"
+            for b in changes.new_batches
+        ]
+        con.register("_relinked", changes.relinked)
+        con.register("_event_keys", pa.table({"k": pa.array(list(changes.event_keys), pa.string())}))
+        con.execute(
+            "CREATE TABLE touched AS SELECT DISTINCT dataset, record_id FROM ("
+            + " UNION ALL ".join([*news, "SELECT dataset, record_id FROM _relinked"])
+            + ")"
+        )
+        con.execute(
+            "CREATE TABLE scope_persons AS SELECT DISTINCT person_key FROM ("
+            "SELECT l.person_key FROM lin l JOIN touched USING (dataset, record_id) "
+            "UNION ALL SELECT k FROM _event_keys "
+            "UNION ALL SELECT coalesce(s.survivor, e.k) FROM _event_keys e LEFT JOIN survivor s ON s.person_key = e.k)"
+        )
+        for name, (dataset, column) in HOUSEHOLD_TABLES.items():
+            scope = "scope_" + name.split(".")[1]
+            items = by_dataset.get(dataset, ())
+            if not items:
+                con.execute(f"CREATE TABLE {scope} (k VARCHAR)")
+                continue
+            versions = " UNION ALL ".join(
+                f"SELECT record_id, CAST({column} AS VARCHAR) AS k FROM read_parquet({_q(str(b.data))})"
+                for _, b in items
+            )  # every version: a record that moved names its old household too
+            con.execute(
+                f"CREATE TABLE _hh AS SELECT DISTINCT l.person_key, v.k FROM ({versions}) v JOIN lin l "
+                f"ON l.dataset = {_q(dataset)} AND l.record_id = v.record_id WHERE v.k IS NOT NULL"
+            )
+            con.execute(
+                f"CREATE TABLE {scope} AS SELECT DISTINCT k FROM _hh "
+                "WHERE person_key IN (SELECT person_key FROM scope_persons)"
+            )
+            con.execute(
+                f"INSERT INTO scope_persons SELECT DISTINCT person_key FROM _hh WHERE k IN (SELECT k FROM {scope}) "
+                "EXCEPT SELECT person_key FROM scope_persons"
+            )
+            con.execute("DROP TABLE _hh")
+        everything = " UNION ALL ".join(
+            f"SELECT {_q(b.dataset)} AS dataset, record_id FROM read_parquet({_q(str(b.data))})"
+            for items in by_dataset.values()
+            for _, b in items
+        )
+        unlinked: dict[str, int] = {}
+        if everything:
+            rows = con.execute(
+                f"SELECT dataset, count(*) FROM (SELECT DISTINCT dataset, record_id FROM ({everything})) "
+                "ANTI JOIN lin USING (dataset, record_id) GROUP BY dataset"
+            ).fetchall()
+            unlinked = {str(d): int(n) for d, n in rows}
+        con.execute("DELETE FROM lin WHERE person_key NOT IN (SELECT person_key FROM scope_persons)")
+        con.unregister("_relinked")
+        con.unregister("_event_keys")
+        self.scoped = True
+        return unlinked
 
     def _count(self, rel: str) -> int:
         row = self.con.execute(f"SELECT count(*) FROM {rel}").fetchone()
@@ -272,11 +381,12 @@ class Builder:
             f"SELECT household_no AS household_key, "
             "coalesce(arg_min(community_code, record_key) "
             "FILTER (WHERE relation_to_head = '户主' AND status = '正常'), "
-            "         mode(community_code)) AS community_code, "
+            f"         {mode_sql('community_code')}) AS community_code, "
             "CAST(count(DISTINCT person_key) FILTER (WHERE status = '正常') AS INTEGER) AS member_count, "
             "arg_min(person_key, record_key) "
             "FILTER (WHERE relation_to_head = '户主' AND status = '正常') AS head_person_key "
-            f"FROM {hukou} GROUP BY household_no"
+            f"FROM {hukou} GROUP BY household_no",
+            household="core.household",
         )
         out["core.migrant_registration"] = self._table(
             f"SELECT record_key, person_key, origin_area AS origin_province, community_code, "
@@ -290,12 +400,13 @@ class Builder:
             f"community_code, CAST(updated_at AS TIMESTAMP) AS source_updated_at FROM {dibao}"
         )
         out["core.dibao_household"] = self._table(
-            "SELECT household_id AS dibao_household_key, mode(community_code) AS community_code, "
-            "mode(area_type) AS area_type, "
+            f"SELECT household_id AS dibao_household_key, {mode_sql('community_code')} AS community_code, "
+            f"{mode_sql('area_type')} AS area_type, "
             "CAST(count(*) FILTER (WHERE status = '在保') AS INTEGER) AS member_count, "
             "CAST(coalesce(sum(CAST(monthly_amount AS DECIMAL(10, 2))) FILTER (WHERE status = '在保'), 0) "
             "AS DECIMAL(12, 2)) "
-            f"AS monthly_total FROM {dibao} GROUP BY household_id"
+            f"AS monthly_total FROM {dibao} GROUP BY household_id",
+            household="core.dibao_household",
         )
         relief = self._relation("minzheng.relief")
         out["core.social_relief"] = self._table(
@@ -361,10 +472,15 @@ class Builder:
     def _columns(self, rel: str) -> set[str]:
         return {r[0] for r in self.con.execute(f"DESCRIBE {rel}").fetchall()}
 
-    def _table(self, query: str) -> str:
-        """The query of a table's rows with their row hash (run later, when the table is merged)."""
+    def _table(self, query: str, household: str | None = None) -> str:
+        """The query of a table's rows with their row hash (run later, when the table is merged); a household
+        table of a scoped build keeps the households in scope only."""
         rel = self.con.sql(query)
-        return f"SELECT *, {row_hash_sql(rel.columns)} AS row_hash FROM ({query})"
+        where = ""
+        if household is not None and self.scoped:
+            key = rel.columns[0]
+            where = f" WHERE {key} IN (SELECT k FROM scope_{household.split('.')[1]})"
+        return f"SELECT *, {row_hash_sql(rel.columns)} AS row_hash FROM ({query}){where}"
 
     def _people(self) -> None:
         """Table ``people``: one row per person, each attribute from the best-ranked record that has it."""

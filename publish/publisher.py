@@ -29,13 +29,13 @@ from linkage import store as identity
 from privacy.keyring import Keyring
 from privacy.operators import seal_array
 from privacy.policy import Policy
-from publish.build import Batch, Builder
+from publish.build import HOUSEHOLD_TABLES, Batch, Builder, Changes
 from publish.state_cache import TableStates, read_lineage
 from schemas.base import HubError
 from schemas.bulk import delete_keys, qualified, read_arrow, upsert_arrow, write_arrow
 from schemas.contract import Contract
 from schemas.migrate import prepared
-from schemas.unified import table
+from schemas.unified import published_tables, table
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class PublishResult:
     unlinked: dict[str, int]
     rekeyed: dict[str, int]
     timings: dict[str, float] = field(default_factory=dict)
+    scoped: bool = False  # built for the persons changed since the last publish only (``records_read`` theirs)
 
     @property
     def changes(self) -> int:
@@ -128,9 +129,7 @@ def _seal(name: str, rows: pa.Table, keyring: Keyring, policy: Policy) -> pa.Tab
     return rows
 
 
-def read_identity(
-    conn: sa.Connection, state: Path | None = None
-) -> tuple[pa.Table, pa.Table, pa.Table, int | None]:
+def read_identity(conn: sa.Connection, state: Path | None = None) -> tuple[pa.Table, pa.Table, pa.Table, int | None]:
     """Lineage, merged keys, identity events and the last link run, from the identity index.
 
     With ``state`` (a private folder), the lineage comes from the copy kept there plus the rows of later link
@@ -186,10 +185,93 @@ def _log_rows(name: str, pk: Sequence[str], rows: pa.Table, operations: pa.Array
     )
 
 
+def kept_columns(t: sa.Table) -> list[str]:
+    """What a publish compares and keeps of a table's rows: key, row hash, community, person (for a scoped diff)."""
+    extra = [c for c in ("community_code", "person_key") if c in t.c and c not in _pk(t)]
+    return [*_pk(t), "row_hash", *extra]
+
+
 def _read_old(conn: sa.Connection, t: sa.Table) -> pa.Table:
-    cols = [*_pk(t), "row_hash"] + (["community_code"] if "community_code" in t.c else [])
+    cols = kept_columns(t)
     query = f"SELECT {', '.join(cols)} FROM {qualified(conn, t)}"
     return read_arrow(conn, query, cols).cast(pa.schema([(c, pa.string()) for c in cols]))
+
+
+#: tables a scoped publish rebuilds for the persons and households in scope (identity_event is rebuilt whole)
+SCOPED = tuple(t.fullname for t in published_tables() if "row_hash" in t.c and t.schema != "release"
+               and t.fullname != "core.identity_event")  # fmt: skip
+
+
+def _in_scope(con: duckdb.DuckDBPyConnection, name: str, kept: pa.Table, new: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """(the kept rows a scoped build recomputed, the kept rows it left alone) of one table."""
+    pk = _pk(table(name))
+    if name in HOUSEHOLD_TABLES:
+        inside = f"{pk[0]} IN (SELECT k FROM scope_{name.split('.')[1]})"
+    elif "person_key" in kept.column_names:
+        inside = "person_key IN (SELECT person_key FROM scope_persons)"
+    else:
+        inside = "false"
+    con.register("_kept", kept)
+    con.register("_newkeys", new.select(pk))
+    match = " AND ".join(f"CAST(n.{c} AS VARCHAR) = o.{c}" for c in pk)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _scoped AS SELECT o.* FROM _kept o WHERE {inside} "
+        f"UNION ALL SELECT o.* FROM _kept o SEMI JOIN _newkeys n ON {match} WHERE NOT ({inside})"
+    )
+    scoped = con.sql("SELECT * FROM _scoped").to_arrow_table()
+    rest = con.sql(
+        f"SELECT o.* FROM _kept o ANTI JOIN _scoped n ON {' AND '.join(f'n.{c} = o.{c}' for c in pk)}"
+    ).to_arrow_table()
+    con.execute("DROP TABLE _scoped")
+    con.unregister("_kept")
+    con.unregister("_newkeys")
+    return scoped, rest
+
+
+def build_fingerprint(contracts: Mapping[str, Contract], policy: Policy) -> str:
+    """SHA-256 of what shapes the built rows besides the data: the build's code, DuckDB (its hash makes the row
+    hashes), the contract files and the policy file. A scoped build is used only under the same fingerprint:
+    changed rules must reach every row, not only the persons changed since."""
+    from publish import build
+
+    digest = hashlib.sha256(Path(build.__file__).read_bytes())
+    digest.update(duckdb.__version__.encode())
+    for path in sorted({c.path for c in contracts.values()} | {policy.path}):
+        file = Path(path)
+        digest.update(path.encode() + (file.read_bytes() if file.is_file() else b"?"))
+    return digest.hexdigest()
+
+
+def _changes(
+    conn: sa.Connection, states: TableStates, batches: Sequence[Batch], active: int, fingerprint: str
+) -> Changes | None:
+    """What changed since the last publish, when a scoped build may be used; None for a full build.
+
+    A scoped build needs the last publish's record of what it read, made under the same build fingerprint,
+    and a matching kept copy of every table; no batch protected under an older key version (re-keying changes
+    record keys); and every batch that publish read still staged."""
+    last = states.scope()
+    if last is None or last.get("fingerprint") != fingerprint:
+        return None
+    if any(v != active for b in batches for v in b.key_versions.values()):
+        return None
+    published = {(str(d), str(b)) for d, b in last["batches"]}
+    present = {(b.dataset, b.batch_id) for b in batches}
+    if not published <= present:
+        return None
+    if not all(states.usable(conn, table(name), kept_columns(table(name))) for name in SCOPED):
+        return None
+    relinked = read_arrow(
+        conn,
+        f"SELECT dataset, record_id FROM link_record WHERE run_id > {int(last['link_run'])}",
+        ("dataset", "record_id"),
+    )
+    events = conn.execute(
+        sa.text("SELECT person_key, survivor_key FROM link_event WHERE seq > :seq"), {"seq": int(last["event_seq"])}
+    ).all()
+    keys = sorted({k for row in events for k in row if k is not None})
+    new = [b for b in batches if (b.dataset, b.batch_id) not in published]
+    return Changes(new, relinked.cast(pa.schema([("dataset", pa.string()), ("record_id", pa.string())])), keys)
 
 
 def publish(
@@ -219,24 +301,40 @@ def publish(
         timings[stage] = round(now - started - sum(timings.values()), 3)
 
     builder = Builder(contracts, policy, keyring, threads=threads, spill=spill)
+    states = TableStates(state) if state is not None else None
     try:
         say("reading the identity index")
-        with engine.connect() as conn:
+        with engine.connect() as raw:
+            conn = prepared(raw)
             if not sa.inspect(conn).has_table("link_record"):
                 raise PublishError("the hub database has no identity index: run `hub link` before `hub publish`")
             lineage, merged, events, run_id = read_identity(conn, state)
-        say("reading the staged batches")
-        builder.load(batches, lineage=lineage, events=events, merged=merged)
+            fingerprint = build_fingerprint(contracts, policy)
+            since = _changes(conn, states, batches, keyring.active_version, fingerprint) if states else None
+        say("reading the staged batches" + (" of the persons changed since the last publish" if since else ""))
+        builder.load(batches, lineage=lineage, events=events, merged=merged, changes=since)
         lap("read")
         say("building the published tables")
         built = builder.build()
         lap("build")
-        states = TableStates(state) if state is not None else None
+        if states is not None:
+            seq = pc.max(events.column("seq").cast(pa.int64())).as_py() if events.num_rows else 0
+            states.stage_scope(
+                {
+                    "batches": [[b.dataset, b.batch_id] for b in batches],
+                    "link_run": run_id or 0,
+                    "event_seq": seq,
+                    "fingerprint": fingerprint,
+                }
+            )
         publish_id, changes = apply(
-            engine, builder.con, built.tables, keyring, policy, run_id, len(batches), say, states
-        )
+            engine, builder.con, built.tables, keyring, policy, run_id, len(batches), say, states,
+            scoped=since is not None,
+        )  # fmt: skip
         lap("merge")
-        return PublishResult(publish_id, changes, built.records_read, built.unlinked, built.rekeyed, timings)
+        return PublishResult(
+            publish_id, changes, built.records_read, built.unlinked, built.rekeyed, timings, scoped=since is not None
+        )
     finally:
         builder.close()
 
@@ -251,6 +349,7 @@ def apply(
     batches: int,
     say: Callable[[str], None],
     states: TableStates | None = None,
+    scoped: bool = False,
 ) -> tuple[int | None, list[TableChange]]:
     """Merge the new state of ``tables`` (Arrow, or a DuckDB query run now) into the database in one
     transaction, with the change log. Returns the publish batch id (None when nothing differed: then
@@ -261,6 +360,9 @@ def apply(
 
     With ``states``, a table's old (key, row_hash, community) come from the copy the previous publish kept,
     when it still matches the table; each table's new state is kept for the next publish once this one commits.
+    ``scoped``: the SCOPED tables' new states hold only the rows of the persons and households in scope
+    (``Builder.load`` with changes); they are compared with the kept rows in scope, and the kept copy is the
+    rows out of scope plus the new ones.
     """
     changes: list[TableChange] = []
     publish_id: int | None = None
@@ -277,8 +379,13 @@ def apply(
                 new = duck.sql(state).to_arrow_table() if isinstance(state, str) else state
                 kept, _count, top = states.old(conn, t) if states is not None else (None, 0, None)
                 old = kept if kept is not None else _read_old(conn, t)
-                change = TableChange(name, new.num_rows)
-                if old.num_rows == 0:
+                rest = None
+                if scoped and name in SCOPED:
+                    if kept is None:
+                        raise PublishError(f"{name} changed while this publish read it: run `hub publish` again")
+                    old, rest = _in_scope(duck, name, kept, new)
+                change = TableChange(name, new.num_rows if rest is None else new.num_rows + rest.num_rows)
+                if old.num_rows == 0 and (rest is None or rest.num_rows == 0):  # the table is empty
                     if new.num_rows:
                         publish_id = publish_id or _open_batch(conn, run_id, batches)
                         rows = new.append_column("publish_id", pa.array([publish_id] * new.num_rows, pa.int64()))
@@ -307,10 +414,15 @@ def apply(
                         logs.append(_log_rows(name, _pk(t), changed, ops))
                         if gone.num_rows:
                             logs.append(_log_rows(name, _pk(t), gone, "delete"))
-                if states is not None and (kept is None or change.inserted or change.updated or change.deleted):
+                columns = kept_columns(t)
+                missing = kept is None or not set(columns) <= set(kept.column_names)
+                if states is not None and (missing or change.inserted or change.updated or change.deleted):
                     written = change.inserted + change.updated
-                    states.stage(t, new, old.column_names, publish_id if written else top)
-                del new, old  # one table's state in memory at a time
+                    whole = new.select(columns)
+                    if rest is not None:
+                        whole = pa.concat_tables([rest.select(columns), whole.cast(rest.select(columns).schema)])
+                    states.stage(t, whole, columns, publish_id if written else top)
+                del new, old, rest  # one table's state in memory at a time
                 change.seconds = round(time.perf_counter() - tick, 3)
                 change.load_seconds = round(change.load_seconds, 3)
                 changes.append(change)

@@ -16,10 +16,12 @@ publish read the database, as before. The files hold pseudonymised keys, hashes 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -72,6 +74,42 @@ class TableStates:
         self.folder = Path(folder)
         self.staged: list[tuple[Path, Path]] = []
         self.used: list[str] = []  # tables whose old state came from a copy (for logs and tests)
+
+    def usable(self, conn: sa.Connection, t: sa.Table, columns: Sequence[str]) -> bool:
+        """Whether the copy of ``t`` matches the table now and holds ``columns`` (its file's footer only)."""
+        path = _file(self.folder, t.fullname)
+        try:
+            meta = pq.read_metadata(path)
+            schema = meta.schema.to_arrow_schema()
+            rows, top = int(schema.metadata[_ROWS]), schema.metadata[_TOP].decode()
+        except (OSError, KeyError, ValueError, TypeError, pa.ArrowInvalid):
+            return False
+        count, now = conn.execute(sa.text(f"SELECT count(*), max(publish_id) FROM {qualified(conn, t)}")).one()
+        return (
+            rows == int(count) == meta.num_rows
+            and (top or None) == (None if now is None else str(int(now)))
+            and set(columns) <= set(schema.names)
+        )
+
+    def scope(self) -> dict[str, Any] | None:
+        """What the last committed publish read: ``{"batches": [[dataset, batch_id], …], "link_run", "event_seq"}``."""
+        try:
+            data = json.loads(_file(self.folder, "scope").with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) and {"batches", "link_run", "event_seq"} <= set(data) else None
+
+    def stage_scope(self, data: dict[str, Any]) -> None:
+        """Record what this publish read (committed with the table copies)."""
+        path = _file(self.folder, "scope").with_suffix(".json")
+        private_dir(self.folder)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+        with os.fdopen(fd, "w") as out:
+            json.dump(data, out)
+            out.flush()
+            os.fsync(out.fileno())
+        self.staged.append((tmp, path))
 
     def old(self, conn: sa.Connection, t: sa.Table) -> tuple[pa.Table | None, int, int | None]:
         """(the copy if it matches the table now, else None; the table's row count; its largest publish_id)."""

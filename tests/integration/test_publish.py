@@ -462,14 +462,17 @@ def test_no_plaintext_personal_value_anywhere_in_the_published_database(pg: Publ
 
 
 def test_a_publish_reading_everything_back_finds_nothing_the_kept_state_missed(published: Published) -> None:
-    """`hub publish` diffs against copies of what it left in the database; one reading the database finds the
-    same: the copies never hid a change."""
+    """`hub publish` diffs against copies of what it left in the database, and after the first builds only the
+    persons changed since; a full build reading the database finds the same: neither hid a change."""
     from hub.publish_cli import migrated_engine, staged_for_publish
     from privacy.policy import load_policy
     from publish.publisher import publish
     from schemas.contract import packaged_contracts
 
     settings = published.settings
+    # the publishes after the first were scoped: built for the persons changed since the last one only
+    assert published.second.scoped and published.third.scoped and not published.first.scoped
+    assert published.second.records_read == 0 < published.third.records_read < published.first.records_read / 5
     kept = sorted(p.name for p in (settings.home / "runs" / "publish" / "state").glob("*.parquet"))
     assert "link_record.parquet" in kept and "core.person.parquet" in kept
     engine = migrated_engine(settings)
@@ -495,3 +498,30 @@ def test_a_publish_leaves_planner_statistics_on_the_tables_it_loaded(pg: Publish
     }
     assert "core.person" in loaded and "core.record_lineage" in loaded
     assert loaded - analysed == set()
+
+
+def test_a_changed_build_fingerprint_makes_the_next_publish_full(published: Published, tmp_path: Path) -> None:
+    """Rules changed since the last publish (code, contracts, policy) must reach every row, not only the persons
+    changed since: under another fingerprint the publish builds everything, and finds nothing to change."""
+    import json
+
+    from hub.publish_cli import migrated_engine, staged_for_publish
+    from privacy.policy import load_policy
+    from publish.publisher import publish
+    from schemas.contract import packaged_contracts
+
+    settings = published.settings
+    state = tmp_path / "state"
+    shutil.copytree(settings.home / "runs" / "publish" / "state", state)
+    scope = json.loads((state / "scope.json").read_text())
+    (state / "scope.json").write_text(json.dumps(scope | {"fingerprint": "0" * 64}))
+    engine = migrated_engine(settings)
+    try:
+        batches, keyring, policy = staged_for_publish(settings), settings.load_keyring(), load_policy()
+        full = publish(engine, batches, keyring, policy, packaged_contracts(), state=state)
+        again = publish(engine, batches, keyring, policy, packaged_contracts(), state=state)
+    finally:
+        engine.dispose()
+    assert not full.scoped and full.records_read > published.third.records_read
+    assert full.publish_id is None and full.changes == 0
+    assert again.scoped and again.records_read == 0 and again.changes == 0

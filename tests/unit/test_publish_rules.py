@@ -123,3 +123,27 @@ def test_the_year_ages_are_computed_in_can_be_named() -> None:
     with sa.create_engine("sqlite://").connect() as conn:
         assert "strftime('%Y', 'now')" in case_sql(conn, tekun, tekun.cases[0], params)
         assert "2026 - p.birth_year" in case_sql(conn, tekun, tekun.cases[0], {**params, "current_year": 2026})
+
+
+def test_a_household_community_tie_is_broken_the_same_way_whatever_the_row_order() -> None:
+    """DuckDB's ``mode`` keeps the first of a tie in arrival order, so a rebuild (or a scoped one) could flip a
+    household's community; ``mode_sql`` takes the smallest of the tie."""
+    import duckdb
+
+    from publish.build import mode_sql
+
+    con = duckdb.connect()
+    orders = (["150702001001", "150702001002", None], [None, "150702001002", "150702001001"])
+    got = {
+        con.execute(f"SELECT {mode_sql('c')} FROM (SELECT unnest($1::VARCHAR[]) AS c)", [rows]).fetchone()
+        for rows in orders
+    }
+    assert got == {("150702001001",)}
+    plain = {
+        con.execute("SELECT mode(c) FROM (SELECT unnest($1::VARCHAR[]) AS c)", [rows]).fetchone() for rows in orders
+    }
+    assert len(plain) == 2  # what the published households depended on before
+    many = ["150702001003"] * 2 + ["150702001001"]
+    assert con.execute(f"SELECT {mode_sql('c')} FROM (SELECT unnest($1::VARCHAR[]) AS c)", [many]).fetchone() == (
+        "150702001003",
+    )
