@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 
@@ -120,8 +119,7 @@ def measure(
     row = con.execute(
         f"SELECT min(n), min(l), count(*) FROM (SELECT count(DISTINCT person_key) AS n{l_part} AS l "
         f"FROM {rel} GROUP BY {group})"
-    ).fetchone()
-    assert row is not None
+    ).fetchall()[0]
     return (None if row[0] is None else int(row[0])), (None if row[1] is None else int(row[1])), int(row[2])
 
 
@@ -176,26 +174,38 @@ def build_release(
                 policy.threshold_l,
             )
         )
-        frame = con.execute(f"SELECT * FROM r_{name}").df()
-        parts = []
-        for consumer in readers:
-            tokens = token_series(frame["person_key"].astype("string"), keyring, consumer.token_domain)
-            parts.append(
-                frame.drop(columns=["person_key"]).assign(consumer=consumer.name, person_token=tokens.to_numpy())
-            )
-        out = pd.concat(parts, ignore_index=True) if parts else frame.drop(columns=["person_key"]).iloc[0:0]
-        con.register("_out", pa.Table.from_pandas(out, preserve_index=False))
+    # each release consumer's token of every released person (its own key domain), once per person
+    released = con.sql(
+        "SELECT DISTINCT person_key FROM ("
+        + " UNION ALL ".join(f"SELECT person_key FROM r_{n}" for n in _SOURCES)
+        + ")"
+    ).to_arrow_table()
+    keys = released.column("person_key").to_pandas().astype("string")
+    tokens = [
+        pa.table(
+            {
+                "person_key": released.column("person_key"),
+                "consumer": pa.array([c.name] * released.num_rows, pa.string()),
+                "person_token": pa.array(token_series(keys, keyring, c.token_domain).to_numpy(), pa.string()),
+            }
+        )
+        for c in readers
+    ]
+    empty = pa.schema([("person_key", pa.string()), ("consumer", pa.string()), ("person_token", pa.string())])
+    con.register("_tokens", pa.concat_tables(tokens) if tokens else empty.empty_table())
+    for name in _SOURCES:
         wanted = [c.name for c in table(f"release.{name}").c if c.name not in ("row_hash", "publish_id")]
         tables[f"release.{name}"] = con.sql(
-            f"SELECT DISTINCT {', '.join(wanted)}, {row_hash_sql(wanted)} AS row_hash FROM _out"
+            f"SELECT DISTINCT {', '.join(wanted)}, {row_hash_sql(wanted)} AS row_hash FROM (SELECT r.* EXCLUDE "
+            f"(person_key), t.consumer, t.person_token FROM r_{name} r JOIN _tokens t USING (person_key))"
         ).to_arrow_table()
-        con.unregister("_out")
+    con.unregister("_tokens")
     return con, tables, figures
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, query: str) -> int:
-    row = con.execute(query).fetchone()
-    return int(row[0]) if row and row[0] is not None else 0
+    rows = con.execute(query).fetchall()  # fetched to the end: the connection runs the next query at once
+    return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
 
 def gate(figures: Sequence[ReleaseFigure]) -> None:
