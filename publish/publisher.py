@@ -451,6 +451,8 @@ def apply(
                         summary=json.dumps({"tables": counts}, sort_keys=True),
                     )
                 )
+            if states is not None:
+                states.written()  # the kept copies are on disk before the transaction commits
     except BaseException:
         if states is not None:
             states.discard()

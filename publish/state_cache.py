@@ -20,6 +20,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,17 @@ class TableStates:
         self.folder = Path(folder)
         self.staged: list[tuple[Path, Path]] = []
         self.used: list[str] = []  # tables whose old state came from a copy (for logs and tests)
+        # a copy is written in a thread while the publish goes on to the next table (Arrow's writer releases
+        # the GIL); one at a time, so at most two tables' states are in memory
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="publish-state")
+        self._pending: tuple[Future[Path], Path] | None = None
+
+    def _settle(self) -> None:
+        """Wait for the copy being written; it joins the staged ones (its error, if any, is raised here)."""
+        if self._pending is not None:
+            future, path = self._pending
+            self._pending = None
+            self.staged.append((future.result(), path))
 
     def usable(self, conn: sa.Connection, t: sa.Table, columns: Sequence[str]) -> bool:
         """Whether the copy of ``t`` matches the table now and holds ``columns`` (its file's footer only)."""
@@ -129,10 +141,16 @@ class TableStates:
         kept = state.select(list(columns))
         kept = kept.cast(pa.schema([(c, pa.string()) for c in kept.column_names]))
         path = _file(self.folder, t.fullname)
-        self.staged.append((_write(path, kept, kept.num_rows, top), path))
+        self._settle()
+        self._pending = (self._writer.submit(_write, path, kept, kept.num_rows, top), path)
+
+    def written(self) -> None:
+        """Wait until every staged copy is on disk (before the transaction commits: a failed write fails it)."""
+        self._settle()
 
     def commit(self) -> None:
         """After the publish's transaction committed: the staged copies become the current ones."""
+        self._settle()
         for tmp, path in self.staged:
             os.replace(tmp, path)
         if self.staged:
@@ -141,6 +159,10 @@ class TableStates:
 
     def discard(self) -> None:
         """The transaction did not commit: forget the staged copies."""
+        try:
+            self._settle()
+        except Exception:  # the copy is discarded with the publish, whose own error is raised
+            log.warning("a publish state copy could not be written; it is discarded with the publish")
         for tmp, _ in self.staged:
             tmp.unlink(missing_ok=True)
         self.staged = []
