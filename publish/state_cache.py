@@ -10,8 +10,10 @@ A copy is used only while it provably matches the database: the table's row coun
 ``publish_id`` (every row a publish writes carries its id, so any insert or update moves it, and a delete
 moves the count), read inside the publish's transaction; the lineage's row count after its newer rows are
 merged in. Anything else (another hub publishing into the same database, a downgrade, a killed run) makes the
-publish read the database, as before. The files hold pseudonymised keys, hashes and community codes only
-(what staging holds too); they are 0600 in a 0700 folder.
+publish read the database, as before. The files hold pseudonymised keys, random person keys, hashes and
+community codes only (what staging and the published tables hold too), and ``scope.json`` what the last publish
+read (batch ids, the last link run and identity event, the build's fingerprint) for a scoped publish; they are
+0600 in a 0700 folder.
 """
 
 from __future__ import annotations
