@@ -163,7 +163,8 @@ def print_publish_summary(result: PublishResult, release: ReleaseOutcome | None,
             )
         console.print(gate)
     feed = result.changes + (sum(t.changes for t in release[1]) if release else 0)
-    console.print(f"records read {result.records_read:,}; change-log rows {feed:,}; {seconds:.1f}s")
+    scope = " (of the persons changed since the last publish: a scoped publish)" if result.scoped else ""
+    console.print(f"records read {result.records_read:,}{scope}; change-log rows {feed:,}; {seconds:.1f}s")
     for dataset, n in sorted(result.unlinked.items()):
         console.print(f"  {dataset}: {n:,} staged records not linked yet (run `hub link`), not published")
     for column, n in sorted(result.rekeyed.items()):

@@ -309,6 +309,10 @@ def test_publishing_logs_and_prints_no_personal_value(
     result = CliRunner().invoke(cli, ["publish"])
     assert result.exit_code == 0, result.output
     assert "publish 1" in result.output and "release.disability" in result.output
+    assert "scoped publish" not in result.output  # the tables were empty: a whole build
+    again = CliRunner().invoke(cli, ["publish"])
+    assert again.exit_code == 0, again.output
+    assert "records read 0 (of the persons changed since the last publish: a scoped publish)" in again.output
     assert sum(1 for r in every_log.records if r.levelno <= 20) > 0, "INFO/DEBUG records were captured"
     values = personal_values(published.sim / "truth")
     assert leaks(home, values, [every_log.text, result.output]) == {}
