@@ -173,8 +173,8 @@ class Builder:
     ) -> int:
         """Stage tables ``s_<dataset>`` (newest version of each record, linked ones only) and ``lin``.
 
-        With ``changes``, a scoped build: only the records of the persons in scope are staged (``scope_of``),
-        and ``scoped`` holds the persons and households whose rows are rebuilt."""
+        With ``changes``, a scoped build: only the records of the persons in scope are staged (``_scope``), and
+        tables ``scope_persons`` and ``scope_<household table>`` hold the persons and households rebuilt."""
         self.con.register("_lin", lineage)
         self.con.register("_merged", merged)
         # a key that merged away leads to its survivor (chains followed), whatever the lineage says
