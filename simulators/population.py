@@ -256,6 +256,17 @@ def _age_between(lo: np.ndarray, hi: np.ndarray, rng: np.random.Generator) -> np
     return np.clip(np.interp(u, _AGE_CDF, _AGE_EDGES), lo, np.maximum(hi, lo))
 
 
+def _fold_into(age: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Ages kept within [lo, hi] without piling up on the bounds: a value below ``lo`` lands in the year above it
+    (by its own distance, no new random draw), one above ``hi`` in the year below. Clipping put every such
+    spouse on the same birth date (18 years before AS_OF), and above 500 a day the ID sequence digits run out."""
+    below, above = age < lo, age > hi
+    out = age.copy()
+    out[below] = lo + (lo - age[below]) % 1.0
+    out[above] = hi - (age[above] - hi) % 1.0
+    return out
+
+
 def _birth_days(age_years: np.ndarray) -> np.ndarray:
     """Birth dates for exact ages (in years) at AS_OF."""
     days = np.floor(age_years * 365.2425).astype(np.int64) + 1
@@ -457,11 +468,11 @@ def _relations_and_ages(
         [rel == _HEAD, rel == _SPOUSE, rel == _CHILD, rel == _PARENT, rel == _GRANDCHILD, rel == _SIBLING],
         [
             h,
-            np.clip(h + rng.normal(0, 3, n) + np.where(head_male[household], -2.0, 2.0), 18, 104),
+            _fold_into(h + rng.normal(0, 3, n) + np.where(head_male[household], -2.0, 2.0), 18, 104),
             _age_between(np.maximum(0, h - 45), np.maximum(0.5, h - 18), rng),
             _age_between(h + 18, np.minimum(h + 45, 104.9), rng),
             _age_between(np.maximum(0, h - 75), np.maximum(0.5, h - 38), rng),
-            np.clip(h + rng.uniform(-10, 10, n), 1, 104),
+            _fold_into(h + rng.uniform(-10, 10, n), 1, 104),
         ],
         _age_between(np.zeros(n), np.full(n, 105.0), rng),
     )
