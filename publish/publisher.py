@@ -23,6 +23,7 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from linkage import store as identity
@@ -228,6 +229,17 @@ def _in_scope(con: duckdb.DuckDBPyConnection, name: str, kept: pa.Table, new: pa
     return scoped, rest
 
 
+#: the build's DuckDB memory per staged row: 1.5 GiB held a million residents' 2.9 M staged rows (spilling past it)
+_BYTES_PER_STAGED_ROW = 1536 * 2**20 / 2_900_000
+
+
+def memory_for(batches: Sequence[Batch]) -> str:
+    """The build's DuckDB memory limit: 1.5 GiB, or more in proportion to the staged rows (DuckDB's window over
+    every record's versions does not spill all of its state: 2.2 M residents failed at 1.5 GiB)."""
+    rows = sum(pq.read_metadata(b.data).num_rows for b in batches if b.data.is_file())
+    return f"{max(1536, int(rows * _BYTES_PER_STAGED_ROW / 2**20) + 1)}MB"
+
+
 def build_fingerprint(contracts: Mapping[str, Contract], policy: Policy) -> str:
     """SHA-256 of what shapes the built rows besides the data: the build's code, DuckDB (its hash makes the row
     hashes), the contract files and the policy file. A scoped build is used only under the same fingerprint:
@@ -300,7 +312,7 @@ def publish(
         now = time.perf_counter()
         timings[stage] = round(now - started - sum(timings.values()), 3)
 
-    builder = Builder(contracts, policy, keyring, threads=threads, spill=spill)
+    builder = Builder(contracts, policy, keyring, threads=threads, spill=spill, memory_limit=memory_for(batches))
     states = TableStates(state) if state is not None else None
     try:
         say("reading the identity index")

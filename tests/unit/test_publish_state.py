@@ -31,3 +31,29 @@ def test_staged_copies_appear_on_commit_and_vanish_on_discard(tmp_path: Path) ->
     states.discard()
     assert pq.read_table(tmp_path / "core.person.parquet").num_rows == 3  # the committed copy stays
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def test_the_build_memory_grows_with_the_staged_rows(tmp_path: Path) -> None:
+    """1.5 GiB up to a million residents' 2.9 M staged rows, in proportion above (2.2 M residents failed at 1.5)."""
+    from publish.build import Batch
+    from publish.publisher import memory_for
+
+    def batches(rows: int, files: int) -> list[Batch]:
+        out = []
+        for i in range(files):
+            path = tmp_path / f"{rows}-{i}.parquet"
+            pq.write_table(pa.table({"record_id": [str(n) for n in range(rows // files)]}), path)
+            out.append(Batch("gongan.hukou", f"b{i}", path))
+        return out
+
+    assert memory_for(batches(1000, 2)) == "1536MB"
+    assert memory_for([]) == "1536MB"
+    big = batches(58_000, 2)  # stands for 5.8 M rows: the limit is read from the files' row counts
+    assert memory_for(big) == "1536MB"
+    from publish import publisher
+
+    publisher._BYTES_PER_STAGED_ROW *= 100  # as if each row were a hundred: 5.8 M rows' worth
+    try:
+        assert memory_for(big) == "3073MB"
+    finally:
+        publisher._BYTES_PER_STAGED_ROW /= 100
