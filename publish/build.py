@@ -247,7 +247,7 @@ class Builder:
         """
         con = self.con
         news = [
-            f"SELECT {_q(b.dataset)} AS dataset, record_id FROM read_parquet({_q(str(b.data))}, union_by_name = true)"
+            f"SELECT {_q(b.dataset)} AS dataset, record_id FROM read_parquet({_q(str(b.data))})"
             for b in changes.new_batches
         ]
         con.register("_relinked", changes.relinked)

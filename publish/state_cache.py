@@ -70,6 +70,12 @@ def _write(path: Path, data: pa.Table, rows: int, top: int | None) -> Path:
     return tmp
 
 
+def _count_and_top(conn: sa.Connection, t: sa.Table) -> tuple[int, int | None]:
+    """A published table's row count and largest publish_id: what a kept copy must match."""
+    count, top = conn.execute(sa.text(f"SELECT count(*), max(publish_id) FROM {qualified(conn, t)}")).one()
+    return int(count), None if top is None else int(top)
+
+
 class TableStates:
     """The copies of one hub's published tables; ``staged`` ones become current on ``commit``."""
 
@@ -98,10 +104,10 @@ class TableStates:
             rows, top = int(schema.metadata[_ROWS]), schema.metadata[_TOP].decode()
         except (OSError, KeyError, ValueError, TypeError, pa.ArrowInvalid):
             return False
-        count, now = conn.execute(sa.text(f"SELECT count(*), max(publish_id) FROM {qualified(conn, t)}")).one()
+        count, now = _count_and_top(conn, t)
         return (
-            rows == int(count) == meta.num_rows
-            and (top or None) == (None if now is None else str(int(now)))
+            rows == count == meta.num_rows
+            and (top or None) == (None if now is None else str(now))
             and set(columns) <= set(schema.names)
         )
 
@@ -127,8 +133,7 @@ class TableStates:
 
     def old(self, conn: sa.Connection, t: sa.Table) -> tuple[pa.Table | None, int, int | None]:
         """(the copy if it matches the table now, else None; the table's row count; its largest publish_id)."""
-        count, top = conn.execute(sa.text(f"SELECT count(*), max(publish_id) FROM {qualified(conn, t)}")).one()
-        count, top = int(count), None if top is None else int(top)
+        count, top = _count_and_top(conn, t)
         found = _read(_file(self.folder, t.fullname))
         if found is None:
             return None, count, top
