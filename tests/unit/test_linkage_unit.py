@@ -1,4 +1,5 @@
-"""Small linkage functions that need no data: merge chains, key minting, the placement decision."""
+"""Small linkage functions that need no data (merge chains, key minting, the placement decision), and the
+workspace's view of staged batches over a few Parquet rows."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from linkage.probabilistic import LEFT, ModelSettings, decide
 from linkage.resolve import new_keys, survivors
+from linkage.workspace import BatchRef, Workspace
 
 
 def test_merged_keys_lead_to_their_final_survivor() -> None:
@@ -51,3 +53,26 @@ def test_a_second_link_run_on_the_same_hub_is_refused(tmp_path: Path) -> None:
                 pass
     with one_link_at_a_time(tmp_path / "runs"):  # released when the first run ends
         pass
+
+
+def _batch(folder: Path, batch_id: str, rows: list[tuple[str, str | None]]) -> BatchRef:
+    """A staged batch of (record_id, link_token) rows: data.parquet and linkage.parquet, joined by position."""
+    folder.mkdir(parents=True)
+    pd.DataFrame({"record_id": [r for r, _ in rows]}).to_parquet(folder / "data.parquet")
+    pd.DataFrame({"link_token": pd.Series([t for _, t in rows], dtype="string")}).to_parquet(folder / "linkage.parquet")
+    return BatchRef("gongan.hukou", batch_id, batch_id, folder)
+
+
+def test_the_workspace_sees_each_record_once_as_its_newest_version(tmp_path: Path) -> None:
+    first = _batch(tmp_path / "b1", "b1", [("r1", "t1.old"), ("r2", "t1.two"), ("r2", "t1.two"), ("r3", None)])
+    second = _batch(tmp_path / "b2", "b2", [("r1", "t1.new"), ("r4", "t1.four")])
+    with Workspace() as ws:
+        count = ws.load([first, second], {("gongan.hukou", "b2")})
+        rows = ws.sql("SELECT record_id, link_token, batch_id, fresh, id_status FROM rec ORDER BY record_id").fetchall()
+    assert count == 4
+    assert rows == [
+        ("r1", "t1.new", "b2", True, "valid"),  # updated in the later batch: its newest version only
+        ("r2", "t1.two", "b1", False, "valid"),  # repeated within one batch: once
+        ("r3", None, "b1", False, "missing"),
+        ("r4", "t1.four", "b2", True, "valid"),
+    ]
