@@ -508,23 +508,19 @@ def _place(
         clock[0] = now
 
     ws.decrypt_maps(keyring, "true")
+    ws.decode_keyed()
     step("decrypted distinct quasi-identifiers", ws.scalar("SELECT count(*) FROM m_name"))
     ws.register("targets", targets.astype(_TEXT))
     records = ws.sql(ws.decoded("(SELECT r.* FROM rec r JOIN targets USING (dataset, record_id) WHERE r.fresh)")).df()
     left = _left(ws, records)
+    ws.drop_ciphertexts()  # everything below reads the decoded tables
     step("records to place", len(left))
-    persons = ws.scalar("SELECT count(DISTINCT person_key) FROM keyed")
+    persons = ws.scalar("SELECT count(DISTINCT person_key) FROM dk")
     name_tf = ws.name_frequencies()
     model = _reused(reuse, persons)
-    candidates = ws.candidates(left)
-    step("candidate persons (blocked on ciphertexts)", ws.scalar("SELECT count(*) FROM cand"))
     if model is None:
-        _trainees(ws, persons, options)
-        ws.decode_keyed(f"{candidates} UNION SELECT person_key FROM trainees")
         model = _train(ws, left, persons, options, name_tf, step)
-    else:
-        ws.decode_keyed(candidates)
-    right = _frame(ws.profiles(candidates))
+    right = _frame(ws.profiles(ws.candidates(left)))
     step("candidate profiles", len(right))
     pairs = probabilistic.predict(_frame(left), right, model, name_tf)
     step("scored pairs", len(pairs))
@@ -547,16 +543,6 @@ def _reused(path: Path | None, persons: int) -> dict[str, Any] | None:
     return model
 
 
-def _trainees(ws: Workspace, persons: int, options: probabilistic.ModelSettings) -> None:
-    """Table ``trainees``: the random persons whose profiles train the model."""
-    sample = min(options.train_persons, persons)
-    # the same persons every run over the same data (keys are random, tokens are not): reproducible training
-    ws.sql(
-        f"CREATE TABLE trainees AS SELECT person_key FROM tok GROUP BY person_key "
-        f"ORDER BY hash(min(link_token) || '{options.seed}') LIMIT {sample}"
-    )
-
-
 def _train(
     ws: Workspace,
     left: pd.DataFrame,
@@ -565,8 +551,13 @@ def _train(
     name_tf: pd.DataFrame,
     step: Callable[[str, int], None],
 ) -> dict[str, Any]:
-    """Splink's own training on this run's data (``dk`` holds the ``trainees``): u by sampling, m by EM (see
-    docs/linkage.md)."""
+    """Splink's own training on this run's data: u by sampling, m by EM (see docs/linkage.md)."""
+    sample = min(options.train_persons, persons)
+    # the same persons every run over the same data (keys are random, tokens are not): reproducible training
+    ws.sql(
+        f"CREATE TABLE trainees AS SELECT person_key FROM tok GROUP BY person_key "
+        f"ORDER BY hash(min(link_token) || '{options.seed}') LIMIT {sample}"
+    )
     step("name frequencies", len(name_tf))
     train_right = _frame(ws.profiles("SELECT person_key FROM trainees"))
     step("training profiles", len(train_right))
@@ -641,11 +632,10 @@ def explain(
             f"CREATE TABLE keyed AS SELECT r.*, t.person_key FROM rec r JOIN tok t USING (link_token) WHERE NOT {where}"
         )
         ws.decrypt_maps(keyring, "true")
+        ws.decode_keyed()
         target = ws.sql(ws.decoded(f"(SELECT * FROM rec WHERE {where})")).df()
         left = _left(ws, target.assign(link_token=pd.NA))
-        candidates = ws.candidates(left)
-        ws.decode_keyed(candidates)
-        right = _frame(ws.profiles(candidates))
+        right = _frame(ws.profiles(ws.candidates(left)))
         pairs = probabilistic.predict(_frame(left), right, model, ws.name_frequencies(), retain=True)
     if pairs.empty:
         return out

@@ -3,9 +3,8 @@
 Staged Parquet is scanned where it lies (each batch's data and linkage files joined by position, as a view),
 so a million residents' 2.8 M records are read column by column as queries need them, not held in memory.
 Quasi-identifiers are decrypted once per distinct ciphertext (AES-SIV is deterministic) into mapping tables of
-this in-memory database; nothing decrypted is written anywhere. Blocking runs on the ciphertexts; records are
-decoded only for the persons that share a blocking key with a record to place, plus a random sample for
-training.
+this in-memory database; nothing decrypted is written anywhere. Profiles are built only for the persons that
+share a blocking key with a record to place, plus a random sample for training.
 """
 
 from __future__ import annotations
@@ -174,14 +173,18 @@ class Workspace:
             LEFT JOIN m_community m ON m.ct = s.qi_community
         """
 
-    def decode_keyed(self, persons: str) -> None:
-        """Table ``dk``: the keyed records of the persons ``persons`` selects, with their decrypted fields (profiles
-        and training read it). Only these persons: blocking works on the ciphertexts (``candidates``)."""
+    def decode_keyed(self) -> None:
+        """Table ``dk``: every keyed record's person and decrypted fields, once (profiles and blocking read it)."""
         self.con.execute(
             "CREATE OR REPLACE TABLE dk AS SELECT person_key, link_token, dataset, record_id, name_s, pinyin, surname, "
-            "given_pinyin, birth_date, sex, county, community, phone_token, household_token "
-            f"FROM ({self.decoded(f'(SELECT * FROM keyed WHERE person_key IN (SELECT * FROM ({persons})))')})"
+            "given_pinyin, "
+            "birth_date, sex, county, community, phone_token, household_token "
+            f"FROM ({self.decoded('keyed')})"
         )
+
+    def drop_ciphertexts(self) -> None:
+        """Drop the view ``keyed`` once its records are decoded into ``dk`` (everything after reads ``dk``)."""
+        self.con.execute("DROP VIEW IF EXISTS keyed")
 
     def profiles(self, persons: str) -> pd.DataFrame:
         """One row per person (of the ``persons`` query) and name variant, every value seen as ';'-joined sets."""
@@ -215,49 +218,25 @@ class Workspace:
         """Term frequencies of the names over every known person (Splink's tf table for ``name_s``)."""
         return self.con.execute(
             """
-            WITH names AS (
-                SELECT DISTINCT k.person_key, n.name_s FROM keyed k JOIN m_name n ON n.ct = k.qi_name
-                WHERE n.name_s IS NOT NULL
-            )
-            SELECT name_s, count(*)::DOUBLE / sum(count(*)) OVER () AS tf_name_s FROM names GROUP BY name_s
+            WITH names AS (SELECT DISTINCT person_key, name_s FROM dk)
+            SELECT name_s, count(*)::DOUBLE / sum(count(*)) OVER () AS tf_name_s FROM names
+            WHERE name_s IS NOT NULL GROUP BY name_s
             """
         ).df()
 
     def candidates(self, left: pd.DataFrame) -> str:
-        """Table ``cand``: the persons sharing any blocking key with the ``left`` records; returns a query of them.
-
-        Blocking runs on the ciphertexts in one pass over the keyed records: the records' values are mapped to
-        the ciphertexts that decrypt to them (AES-SIV is deterministic), so nobody else's fields are decoded. A
-        missing birth date, sex or county blocks with the records missing it too (a row comparison matches NULL
-        with NULL), as the decoded comparison did.
-        """
+        """A query of the persons sharing any blocking key with the ``left`` records (registered as ``lk``)."""
         keys = left[["name_s", "pinyin", "birth_date", "sex", "county", "phone", "household_set", "swap_persons"]]
         self.register("lk", keys)
-        # each field's ciphertexts by value; the missing value is the NULL ciphertext or one that no key opens
-        cts = {
-            field: f"(SELECT ct, v FROM m_{field} UNION ALL SELECT NULL, NULL)"
-            for field in ("birth_date", "sex", "county")
-        }
-        self.con.execute(
-            f"""
-            CREATE OR REPLACE TABLE cand AS
-            WITH names AS (
-                SELECT ct FROM m_name WHERE name_s IN (SELECT name_s FROM lk) OR pinyin IN (SELECT pinyin FROM lk)
-            ), born AS (
-                SELECT DISTINCT b.ct AS b, x.ct AS x, c.ct AS c FROM lk
-                JOIN {cts["birth_date"]} b ON b.v IS NOT DISTINCT FROM lk.birth_date
-                JOIN {cts["sex"]} x ON x.v IS NOT DISTINCT FROM lk.sex
-                JOIN {cts["county"]} c ON c.v IS NOT DISTINCT FROM lk.county
-            )
-            SELECT DISTINCT person_key FROM keyed
-            WHERE qi_name IN (SELECT ct FROM names)
-               OR (qi_birth_date, qi_sex, qi_county) IN (SELECT (b, x, c) FROM born)
-               OR phone_token IN (SELECT phone FROM lk)
-               OR household_token IN (SELECT unnest(string_split(household_set, '{SEP}')) FROM lk)
+        return f"""
+            SELECT person_key FROM dk WHERE name_s IN (SELECT name_s FROM lk) OR pinyin IN (SELECT pinyin FROM lk)
+            UNION SELECT person_key FROM dk
+              WHERE (birth_date, sex, county) IN (SELECT (birth_date, sex, county) FROM lk)
+            UNION SELECT person_key FROM dk WHERE phone_token IN (SELECT phone FROM lk)
+            UNION SELECT person_key FROM dk
+              WHERE household_token IN (SELECT unnest(string_split(household_set, '{SEP}')) FROM lk)
             UNION SELECT unnest(string_split(swap_persons, '{SEP}')) FROM lk
-            """
-        )
-        return "SELECT person_key FROM cand"
+        """
 
     def implied_households(self, tokens: Iterable[str]) -> pd.Series:
         """For 低保 household tokens: the hukou household tokens of their keyed members (';'-joined)."""
@@ -266,13 +245,9 @@ class Workspace:
         frame = self.con.execute(
             f"""
             SELECT d.household_token AS dibao, string_agg(DISTINCT h.household_token, '{SEP}') AS hukou
-            FROM (
-                SELECT person_key, household_token FROM keyed
-                WHERE dataset = 'minzheng.dibao' AND household_token IN (SELECT t FROM wanted_households)
-            ) d JOIN (
-                SELECT person_key, household_token FROM keyed
-                WHERE dataset = 'gongan.hukou' AND household_token IS NOT NULL
-            ) h USING (person_key)
+            FROM dk d JOIN dk h USING (person_key)
+            WHERE d.dataset = 'minzheng.dibao' AND h.dataset = 'gongan.hukou'
+              AND d.household_token IN (SELECT t FROM wanted_households) AND h.household_token IS NOT NULL
             GROUP BY 1
             """
         ).df()
