@@ -513,7 +513,7 @@ def _place(
     ws.register("targets", targets.astype(_TEXT))
     records = ws.sql(ws.decoded("(SELECT r.* FROM rec r JOIN targets USING (dataset, record_id) WHERE r.fresh)")).df()
     left = _left(ws, records)
-    ws.drop_ciphertexts()  # everything below reads the decoded tables
+    ws.drop_keyed()  # everything below reads the decoded tables
     step("records to place", len(left))
     persons = ws.scalar("SELECT count(DISTINCT person_key) FROM dk")
     name_tf = ws.name_frequencies()

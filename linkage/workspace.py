@@ -94,7 +94,8 @@ class Workspace:
         ``rec`` is a view over the staged Parquet, not a table: each query reads only the columns it needs, and
         a day's run does not copy every record's ciphertexts into memory (materialising them with a window over
         2.8 M records took 14 s at a million residents). The records staged more than once (an update, or a row
-        a drop repeats) are listed in the small table ``_dup`` with the position of their newest version.
+        a drop repeats) are listed in the small table ``_dup`` with the position of their newest version, and the
+        positions of their older versions in ``_older``, which the view leaves out.
         """
         if not batches:
             self.con.execute(
@@ -182,7 +183,7 @@ class Workspace:
             f"FROM ({self.decoded('keyed')})"
         )
 
-    def drop_ciphertexts(self) -> None:
+    def drop_keyed(self) -> None:
         """Drop the view ``keyed`` once its records are decoded into ``dk`` (everything after reads ``dk``)."""
         self.con.execute("DROP VIEW IF EXISTS keyed")
 
