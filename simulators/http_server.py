@@ -3,7 +3,8 @@
 Each dataset is read once, sorted by (cursor, primary key) and every row serialised to JSON with Arrow
 compute; a page is a binary search plus a gather of pre-built rows, so no Python runs per record on the
 request path. A dataset is re-read when its parquet file changes, so ``advance`` shows through a running
-server; after such a reload, pages are serialised on demand until a background pass has caught up.
+server: a watcher re-reads it within about half a second, or the first request does, and pages are
+serialised on demand until the rows are. ``GET /_admin/stats`` says whether every dataset is ``current``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ FAULT_KINDS = ("429", "500", "slow", "truncate")
 SCRIPT_STEPS = (*FAULT_KINDS, "ok")
 CURSOR_PAGE_DEFAULT, OFFSET_PAGE_DEFAULT, PAGE_MAX = 1000, 500, 5000
 SERVE_FILE = "serve.json"
+WATCH_SECONDS = 0.5  # how often the watcher looks for changed dataset files
 # Source systems keep local (China Standard) time; an aware ``updated_since`` is converted to it.
 SOURCE_TZ = timezone(timedelta(hours=8))
 # Separator joining a composite primary key into one sortable key (sorts below every printable character).
@@ -115,15 +117,14 @@ class DatasetSnapshot:
     Either way the bytes are identical, and a reload costs only the read and the sort.
     """
 
-    def __init__(
-        self, stamp: tuple[int, int, int], table: pa.Table, cursor: np.ndarray, key: np.ndarray
-    ) -> None:
+    def __init__(self, stamp: tuple[int, int, int], table: pa.Table, cursor: np.ndarray, key: np.ndarray) -> None:
         self.stamp = stamp
         self.order = np.lexsort((key, cursor)).astype(np.int64)  # file positions in (cursor, pk) order
         self.cursor = cursor[self.order]  # sorted cursor values
         self.key = key[self.order]  # primary key, sorted within equal cursor values
         self._table: pa.Table | None = table
         self._rows: pa.LargeStringArray | None = None  # one JSON object plus ',' per row, file order
+        self._preparing = threading.Lock()  # the background pass and the watcher may both ask
 
     @property
     def size(self) -> int:
@@ -136,10 +137,12 @@ class DatasetSnapshot:
         return self._rows is not None
 
     def prepare(self) -> None:
-        """Serialise every row once, then drop the table (pages read ``_rows`` from now on)."""
-        if self._table is not None and self._rows is None:
-            self._rows = _json_rows(self._table)
-            self._table = None
+        """Serialise every row once, then drop the table (pages read ``_rows`` from now on); a second caller
+        waits for the first."""
+        with self._preparing:
+            if self._table is not None and self._rows is None:
+                self._rows = _json_rows(self._table)
+                self._table = None
 
     def start_at(self, since: str | None) -> int:
         """Sorted position of the first row whose cursor is at or after ``since`` (inclusive)."""
@@ -191,7 +194,9 @@ class DatasetFeed:
     """A dataset file as served: the current snapshot, re-read when its mtime, size or inode changes.
 
     The first load serialises every row before the server starts, so a first full pass is fast; a
-    reload (after ``advance``) serves pages on demand at once and serialises in the background.
+    reload (after ``advance``) serves pages on demand at once and serialises in the background. The
+    servers' watcher (``refresh``) does the reload as soon as the file changes, as a department's own
+    system indexes its data when it changes, not when the hub first asks.
     """
 
     def __init__(self, contract: Contract, path: Path) -> None:
@@ -200,6 +205,7 @@ class DatasetFeed:
         self._lock = threading.Lock()
         self._snapshot = load_snapshot(path, contract)
         self._snapshot.prepare()
+        self._unreadable: tuple[int, int, int] | None = None  # a file version the watcher could not read
 
     def _reload(self) -> DatasetSnapshot:
         """Read and sort now; serialise every row in a background thread (pages work meanwhile)."""
@@ -227,6 +233,32 @@ class DatasetFeed:
                     reason = type(exc).__name__
                     log.warning("%s: cannot re-read (%s); serving the previous version", self.path, reason)
             return self._snapshot
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    @property
+    def current(self) -> bool:
+        """Whether the version served is the file as it is now, with every row serialised."""
+        stamp = self._stamp()
+        snapshot = self._snapshot
+        return (stamp is None or stamp == snapshot.stamp) and snapshot.prepared
+
+    def refresh(self) -> None:
+        """Re-read a changed file and serialise its rows now (the watcher's call); a file that cannot be read
+        is tried once per change, and keeps being tried by requests."""
+        stamp = self._stamp()
+        if stamp is None or stamp == self._snapshot.stamp or stamp == self._unreadable:
+            self._snapshot.prepare()
+            return
+        snapshot = self.snapshot()
+        if snapshot.stamp != stamp:
+            self._unreadable = stamp
+        snapshot.prepare()
 
 
 # -- faults and stats -------------------------------------------------------------------------------------
@@ -323,9 +355,7 @@ class ServerStats:
                 "requests": sum(self._datasets.values()),
                 "rows": sum(self._rows.values()),
                 "faults": {k: self._faults[k] for k in FAULT_KINDS},
-                "datasets": {
-                    d: {"requests": n, "rows": self._rows[d]} for d, n in sorted(self._datasets.items())
-                },
+                "datasets": {d: {"requests": n, "rows": self._rows[d]} for d, n in sorted(self._datasets.items())},
                 "unauthorized": self._counts["unauthorized"],
                 "bad_request": self._counts["bad_request"],
                 "not_found": self._counts["not_found"],
@@ -433,9 +463,7 @@ class DepartmentServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(
-        self, system: str, feeds: dict[str, DatasetFeed], token: str, address: tuple[str, int]
-    ) -> None:
+    def __init__(self, system: str, feeds: dict[str, DatasetFeed], token: str, address: tuple[str, int]) -> None:
         self.system = system
         self.feeds = feeds  # HTTP path -> dataset
         self.token = token
@@ -446,6 +474,11 @@ class DepartmentServer(ThreadingHTTPServer):
             cursor_page if system == "gongan" else offset_page
         )
         super().__init__(address, SourceRequestHandler)
+
+    @property
+    def current(self) -> bool:
+        """Whether every dataset served is its file as it is now, with its rows serialised."""
+        return all(feed.current for feed in self.feeds.values())
 
     @property
     def url(self) -> str:
@@ -506,7 +539,8 @@ class SourceRequestHandler(BaseHTTPRequestHandler):
             return
         if url.path == "/_admin/stats":
             self.server.stats.count("admin")
-            self._send(HTTPStatus.OK, json.dumps(self.server.stats.snapshot()).encode())
+            status = {**self.server.stats.snapshot(), "current": self.server.current}
+            self._send(HTTPStatus.OK, json.dumps(status).encode())
             return
         feed = self.server.feeds.get(url.path.rstrip("/"))
         if feed is None:
@@ -571,11 +605,13 @@ class SimulatorServers:
         self.tokens: dict[str, str] = {name: s.token for name, s in servers.items()}  # one credential per system
         self._servers = servers
         self._threads = [
-            threading.Thread(target=s.serve_forever, name=f"sim-{name}", daemon=True)
-            for name, s in servers.items()
+            threading.Thread(target=s.serve_forever, name=f"sim-{name}", daemon=True) for name, s in servers.items()
         ]
         for thread in self._threads:
             thread.start()
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="sim-watch", daemon=True)
+        self._watcher.start()
         self.urls: dict[str, str] = {name: s.url for name, s in servers.items()}
         self.serve_file = data_dir / SERVE_FILE
         # mode 0600: the file holds the bearer tokens
@@ -583,6 +619,16 @@ class SimulatorServers:
 
     def __repr__(self) -> str:
         return f"SimulatorServers(urls={self.urls!r}, data_dir='{self.data_dir}')"  # never a token
+
+    def _watch(self) -> None:
+        """Re-read each dataset file soon after it changes (``DatasetFeed.refresh``), until the servers stop."""
+        while not self._stopping.wait(WATCH_SECONDS):
+            for server in self._servers.values():
+                for feed in server.feeds.values():
+                    try:
+                        feed.refresh()
+                    except Exception:  # a watcher that dies would leave reloads to requests again
+                        log.exception("%s: re-reading failed; requests will try again", feed.path)
 
     def server(self, system: str) -> DepartmentServer:
         """The server of one department ('gongan' or 'renshe')."""
@@ -599,7 +645,9 @@ class SimulatorServers:
         return self.server(system).stats.snapshot()
 
     def stop(self) -> None:
-        """Stop both servers and remove serve.json if it is still ours."""
+        """Stop both servers and the watcher, and remove serve.json if it is still ours."""
+        self._stopping.set()
+        self._watcher.join(timeout=30)
         for server in self._servers.values():
             server.shutdown()
             server.server_close()

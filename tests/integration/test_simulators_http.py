@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -87,9 +88,7 @@ def _expected(sim_dir: Path, dataset: str, cursor: str, pk: str) -> pd.DataFrame
     return frame.sort_values([cursor, pk], kind="stable").reset_index(drop=True)
 
 
-def _all_cursor_pages(
-    session: requests.Session, url: str, page_size: int, **params: str
-) -> tuple[list[dict], int]:
+def _all_cursor_pages(session: requests.Session, url: str, page_size: int, **params: str) -> tuple[list[dict], int]:
     items: list[dict] = []
     pages = 0
     query: dict[str, str | int] = {"page_size": page_size, **params}
@@ -119,9 +118,7 @@ def test_requests_without_the_bearer_token_get_401(servers: SimulatorServers) ->
     assert servers.stats("gongan")["unauthorized"] >= 3
 
 
-def test_bad_parameters_get_400_naming_the_parameter(
-    servers: SimulatorServers, session: requests.Session
-) -> None:
+def test_bad_parameters_get_400_naming_the_parameter(servers: SimulatorServers, session: requests.Session) -> None:
     gongan, renshe = servers.urls["gongan"], servers.urls["renshe"]
     cases = [
         (gongan + "/api/v1/hukou", {"cursor": "not-a-cursor!"}, "cursor"),
@@ -229,9 +226,7 @@ def test_offset_pages_cover_every_row_once_with_total(
     assert default["limit"] == 500 and len(default["rows"]) == min(500, len(expected))
 
 
-def test_modified_since_filters_and_counts(
-    servers: SimulatorServers, session: requests.Session, sim_dir: Path
-) -> None:
+def test_modified_since_filters_and_counts(servers: SimulatorServers, session: requests.Session, sim_dir: Path) -> None:
     expected = _expected(sim_dir, "renshe.insurance", "lastModified", "insuredId")
     since = expected["lastModified"].iloc[200]
     want = expected[expected["lastModified"] >= since]
@@ -241,9 +236,7 @@ def test_modified_since_filters_and_counts(
     assert [r["insuredId"] for r in body["rows"]] == want["insuredId"].tolist()[5:]
 
 
-def test_values_with_quotes_backslashes_and_control_characters_round_trip(
-    sim_dir: Path, tmp_path: Path
-) -> None:
+def test_values_with_quotes_backslashes_and_control_characters_round_trip(sim_dir: Path, tmp_path: Path) -> None:
     folder = _copy(sim_dir, tmp_path / "sim")
     path = folder / "http" / "gongan.hukou.parquet"
     frame = pd.read_parquet(path)
@@ -299,9 +292,7 @@ def test_scripted_faults_in_order_then_normal(
     assert rows == 150 + min(1000, _rows(servers.data_dir, "gongan.hukou"))
 
 
-def test_faults_apply_to_renshe_and_clear_with_empty_body(
-    servers: SimulatorServers, session: requests.Session
-) -> None:
+def test_faults_apply_to_renshe_and_clear_with_empty_body(servers: SimulatorServers, session: requests.Session) -> None:
     base = servers.urls["renshe"]
     session.post(base + "/_admin/faults", json={"script": ["500", "500"]}, timeout=5)
     assert session.get(base + "/rs/employment", timeout=5).status_code == 500
@@ -311,9 +302,7 @@ def test_faults_apply_to_renshe_and_clear_with_empty_body(
     assert bad.status_code == 400 and "script" in bad.json()["error"]
 
 
-def test_random_fault_rates_are_deterministic_for_a_seed(
-    servers: SimulatorServers, session: requests.Session
-) -> None:
+def test_random_fault_rates_are_deterministic_for_a_seed(servers: SimulatorServers, session: requests.Session) -> None:
     base = servers.urls["gongan"]
     spec = {"rates": {"429": 0.2, "500": 0.2, "truncate": 0.1}, "seed": 7, "retry_after": 0}
 
@@ -378,6 +367,27 @@ def test_a_running_server_shows_records_changed_by_advance(tmp_path: Path) -> No
         offsets = s.get(running.urls["renshe"] + "/rs/employment", params=since, timeout=5).json()
         assert offsets["total"] >= summary.counts["renshe.employment"]["changed"]
     assert not (folder / "serve.json").exists()
+
+
+def test_a_changed_file_is_re_read_and_serialised_before_any_request_asks(sim_dir: Path, tmp_path: Path) -> None:
+    """The watcher re-reads a dataset soon after advance rewrites it: stats say ``current`` again, and the
+    feed holds the new file's version with every row serialised, while no data request was made."""
+    folder = _copy(sim_dir, tmp_path / "sim")
+    with start_servers(folder) as running, requests.Session() as s:
+        s.auth = _SystemToken(running)
+        stats_url = running.urls["gongan"] + "/_admin/stats"
+        assert s.get(stats_url, timeout=5).json()["current"] is True
+        path = folder / "http" / "gongan.hukou.parquet"
+        before = path.stat()
+        advance(folder, changed=0.05, late=0.02, seed=3)
+        after = path.stat()
+        assert (after.st_mtime_ns, after.st_ino) != (before.st_mtime_ns, before.st_ino)
+        deadline = time.monotonic() + 60
+        while not s.get(stats_url, timeout=5).json()["current"]:
+            assert time.monotonic() < deadline, "the watcher did not re-read the changed files within 60 s"
+        # current: the feed serves the file as advance left it, every row serialised (no request re-read it)
+        assert running.server("gongan").feeds["/api/v1/hukou"].current
+        assert running.stats("gongan")["requests"] == 0
 
 
 def test_a_port_in_use_is_refused_and_no_serve_json_is_written(sim_dir: Path, tmp_path: Path) -> None:
