@@ -63,7 +63,9 @@ def _write(path: Path, data: pa.Table, rows: int, top: int | None) -> Path:
     private_dir(path.parent)
     meta = {**(data.schema.metadata or {}), _ROWS: str(rows).encode(), _TOP: ("" if top is None else str(top)).encode()}
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(data.replace_schema_metadata(meta), tmp, compression="zstd")
+    # LZ4: keys and hashes hardly compress; zstd took 1.6 s to write and 1.0 s to read the 2.8 M-row lineage copy
+    # (LZ4 0.9 s and 0.45 s, in 1.9x the space)
+    pq.write_table(data.replace_schema_metadata(meta), tmp, compression="lz4")
     os.chmod(tmp, PRIVATE_FILE)
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
