@@ -3,8 +3,9 @@
 Each dataset is read once, sorted by (cursor, primary key) and every row serialised to JSON with Arrow
 compute; a page is a binary search plus a gather of pre-built rows, so no Python runs per record on the
 request path. A dataset is re-read when its parquet file changes, so ``advance`` shows through a running
-server: a watcher re-reads it within about half a second, or the first request does, and pages are
-serialised on demand until the rows are. ``GET /_admin/stats`` says whether every dataset is ``current``.
+server: a watcher (looking every half second) re-reads it and serialises its rows, or the first request
+re-reads it and pages are serialised on demand until the rows are. ``GET /_admin/stats`` says whether
+every dataset is ``current``.
 """
 
 from __future__ import annotations
@@ -627,8 +628,9 @@ class SimulatorServers:
                 for feed in server.feeds.values():
                     try:
                         feed.refresh()
-                    except Exception:  # a watcher that dies would leave reloads to requests again
-                        log.exception("%s: re-reading failed; requests will try again", feed.path)
+                    except Exception as exc:  # a watcher that dies would leave reloads to requests again
+                        reason = type(exc).__name__
+                        log.warning("%s: re-reading failed (%s); requests will try again", feed.path, reason)
 
     def server(self, system: str) -> DepartmentServer:
         """The server of one department ('gongan' or 'renshe')."""
