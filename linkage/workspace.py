@@ -93,9 +93,9 @@ class Workspace:
 
         ``rec`` is a view over the staged Parquet, not a table: each query reads only the columns it needs, and
         a day's run does not copy every record's ciphertexts into memory (materialising them with a window over
-        2.8 M records took 14 s at a million residents). The records staged more than once (an update, or a row
-        a drop repeats) are listed in the small table ``_dup`` with the position of their newest version, and the
-        positions of their older versions in ``_older``, which the view leaves out.
+        2.8 M records took 14 s at a million residents). The older versions of a record staged more than once (an
+        update, or a row a drop repeats) are listed by position in the small table ``_older``; the view leaves them
+        out.
         """
         if not batches:
             self.con.execute(
@@ -114,14 +114,11 @@ class Workspace:
         ]  # batches staged before these fields existed
         extra = (", " + ", ".join(missing)) if missing else ""
         position = "(ord::BIGINT << 32) + _row"  # staging order, then the row's place in its batch
-        self.con.execute(
-            f"CREATE TABLE _dup AS SELECT dataset, record_id, max({position}) AS newest, count(*) AS n "
-            "FROM scan GROUP BY dataset, record_id HAVING count(*) > 1"
-        )
         # the positions of the older versions: each query filters on two integer columns, not on the record keys
         self.con.execute(
-            f"CREATE TABLE _older AS SELECT {position} AS pos FROM scan s JOIN _dup d USING (dataset, record_id) "
-            f"WHERE {position} <> d.newest"
+            f"CREATE TABLE _older AS WITH dup AS (SELECT dataset, record_id, max({position}) AS newest FROM scan "
+            "GROUP BY dataset, record_id HAVING count(*) > 1) "
+            f"SELECT {position} AS pos FROM scan s JOIN dup d USING (dataset, record_id) WHERE {position} <> d.newest"
         )
         self.con.execute(
             f"""
@@ -132,8 +129,7 @@ class Workspace:
             WHERE {position} NOT IN (SELECT pos FROM _older)
             """
         )
-        staged = self.scalar("SELECT count(*) FROM scan")
-        return staged - self.scalar("SELECT sum(n - 1) FROM _dup")
+        return self.scalar("SELECT count(*) FROM scan") - self.scalar("SELECT count(*) FROM _older")
 
     def register(self, name: str, frame: pd.DataFrame | pa.Table) -> None:
         """Make a frame a table of the workspace (copied, so the frame may go)."""

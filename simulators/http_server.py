@@ -218,15 +218,12 @@ class DatasetFeed:
     def snapshot(self) -> DatasetSnapshot:
         """The current version; a changed file is re-read once, concurrent requests wait for it."""
         current = self._snapshot
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return current  # mid-replace or removed: keep serving the last good version
-        if (st.st_mtime_ns, st.st_size, st.st_ino) == current.stamp:
+        stamp = self._stamp()
+        if stamp is None or stamp == current.stamp:  # removed or mid-replace: keep serving the last good version
             return current
         with self._lock:
-            st = self.path.stat()
-            if (st.st_mtime_ns, st.st_size, st.st_ino) != self._snapshot.stamp:
+            stamp = self._stamp()
+            if stamp is not None and stamp != self._snapshot.stamp:
                 try:
                     self._snapshot = self._reload()
                 except (OSError, ValueError, pa.ArrowException) as exc:
@@ -236,6 +233,7 @@ class DatasetFeed:
             return self._snapshot
 
     def _stamp(self) -> tuple[int, int, int] | None:
+        """The file's (mtime, size, inode) now, or None while it is missing."""
         try:
             st = self.path.stat()
         except FileNotFoundError:
