@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,14 +186,22 @@ def _log_rows(name: str, pk: Sequence[str], rows: pa.Table, operations: pa.Array
     )
 
 
+#: what the kept copy of a release table holds besides its columns: the person (never published there) and a
+#: hash of the row without the consumer's token, so the next release finds the persons whose rows changed
+#: without computing every person's tokens (``publish.release``)
+RELEASE_KEPT = ("person_key", "content_hash")
+
+
 def kept_columns(t: sa.Table) -> list[str]:
     """What a publish compares and keeps of a table's rows: key, row hash, community, person (for a scoped diff)."""
     extra = [c for c in ("community_code", "person_key") if c in t.c and c not in _pk(t)]
+    if t.schema == "release":
+        extra += RELEASE_KEPT
     return [*_pk(t), "row_hash", *extra]
 
 
 def _read_old(conn: sa.Connection, t: sa.Table) -> pa.Table:
-    cols = kept_columns(t)
+    cols = [c for c in kept_columns(t) if c in t.c]
     query = f"SELECT {', '.join(cols)} FROM {qualified(conn, t)}"
     return read_arrow(conn, query, cols).cast(pa.schema([(c, pa.string()) for c in cols]))
 
@@ -341,7 +349,7 @@ def publish(
             )
         publish_id, changes = apply(
             engine, builder.con, built.tables, keyring, policy, run_id, len(batches), say, states,
-            scoped=since is not None,
+            scoped=SCOPED if since is not None else (),
         )  # fmt: skip
         lap("merge")
         return PublishResult(
@@ -361,7 +369,7 @@ def apply(
     batches: int,
     say: Callable[[str], None],
     states: TableStates | None = None,
-    scoped: bool = False,
+    scoped: Collection[str] = (),
 ) -> tuple[int | None, list[TableChange]]:
     """Merge the new state of ``tables`` (Arrow, or a DuckDB query run now) into the database in one
     transaction, with the change log. Returns the publish batch id (None when nothing differed: then
@@ -372,9 +380,9 @@ def apply(
 
     With ``states``, a table's old (key, row_hash, community) come from the copy the previous publish kept,
     when it still matches the table; each table's new state is kept for the next publish once this one commits.
-    ``scoped``: the SCOPED tables' new states hold only the rows of the persons and households in scope
-    (``Builder.load`` with changes); they are compared with the kept rows in scope, and the kept copy is the
-    rows out of scope plus the new ones.
+    ``scoped``: the tables whose new states hold only the rows of the persons and households in scope (``duck``'s
+    tables ``scope_persons`` and ``scope_<household table>``, as ``Builder.load`` with changes makes them); they
+    are compared with the kept rows in scope, and the kept copy is the rows out of scope plus the new ones.
     """
     changes: list[TableChange] = []
     publish_id: int | None = None
@@ -392,7 +400,7 @@ def apply(
                 kept, _count, top = states.old(conn, t) if states is not None else (None, 0, None)
                 old = kept if kept is not None else _read_old(conn, t)
                 rest = None
-                if scoped and name in SCOPED:
+                if name in scoped:
                     if kept is None:
                         raise PublishError(f"{name} changed while this publish read it: run `hub publish` again")
                     old, rest = _in_scope(duck, name, kept, new)

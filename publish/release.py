@@ -11,13 +11,14 @@ consumers file.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from privacy.keyring import Keyring
@@ -25,7 +26,7 @@ from privacy.operators import token_series
 from privacy.policy import Policy
 from publish.build import row_hash_sql
 from publish.consumers import Consumer
-from publish.publisher import TableChange, apply
+from publish.publisher import RELEASE_KEPT, TableChange, apply
 from publish.state_cache import TableStates
 from schemas.base import HubError
 from schemas.bulk import qualified, read_arrow
@@ -98,15 +99,19 @@ def age_band_sql(year: int) -> str:
     )
 
 
-def suppress(source: str, qi: Sequence[str], sensitive: Sequence[str], k: int, l_div: int) -> str:
-    """SQL of ``source``'s rows whose QI group has at least k persons and l distinct values of each sensitive column."""
+def suppress(
+    source: str, qi: Sequence[str], sensitive: Sequence[str], k: int, l_div: int, failing: bool = False
+) -> str:
+    """SQL of ``source``'s rows whose QI group has at least k persons and l distinct values of each sensitive column
+    (``failing``: every other row, those with a missing quasi-identifier too)."""
     group = ", ".join(qi)
     l_cols = "".join(f", count(DISTINCT {c}) AS l_{c}" for c in sensitive)
     l_cond = "".join(f" AND g.l_{c} >= {l_div}" for c in sensitive)
-    return (
-        f"SELECT s.* FROM {source} s JOIN (SELECT {group}, count(DISTINCT person_key) AS n{l_cols} FROM {source} "
-        f"GROUP BY {group}) g USING ({group}) WHERE g.n >= {k}{l_cond}"
+    passing = (
+        f"SELECT {group} FROM (SELECT {group}, count(DISTINCT person_key) AS n{l_cols} FROM {source} "
+        f"GROUP BY {group}) g WHERE g.n >= {k}{l_cond}"
     )
+    return f"SELECT s.* FROM {source} s {'ANTI' if failing else 'SEMI'} JOIN ({passing}) p USING ({group})"
 
 
 def measure(
@@ -124,9 +129,22 @@ def measure(
 
 
 def build_release(
-    engine: sa.Engine, consumers: Sequence[Consumer], keyring: Keyring, policy: Policy, year: int
-) -> tuple[duckdb.DuckDBPyConnection, dict[str, pa.Table], list[ReleaseFigure]]:
-    """The release tables' new state (one row set per release consumer) and the gate's figures."""
+    engine: sa.Engine,
+    consumers: Sequence[Consumer],
+    keyring: Keyring,
+    policy: Policy,
+    year: int,
+    kept: Mapping[str, pa.Table | None] | None = None,
+) -> tuple[duckdb.DuckDBPyConnection, dict[str, pa.Table], list[ReleaseFigure], bool]:
+    """The release tables' new state (one row set per release consumer), the gate's figures, and whether the
+    state is scoped.
+
+    Suppression is a property of a whole group, so it is computed over everyone every time. Each consumer's
+    token is not: with ``kept`` (each release table's kept copy, ``publish.state_cache``) under the same key
+    version and consumers, the new state holds only the rows of the persons whose released rows differ from the
+    kept ones (a content hash without the token), and table ``scope_persons`` names them (``apply``'s scoped
+    merge). The new state carries ``publisher.RELEASE_KEPT`` besides the table's columns, for the next copy.
+    """
     con = duckdb.connect()
     con.execute("SET temp_directory = ''")
     with engine.connect() as raw:
@@ -138,7 +156,6 @@ def build_release(
             con.execute(f"CREATE TABLE {name} AS SELECT {casts} FROM _{name}")
             con.unregister(f"_{name}")
     readers = [c for c in consumers if c.kind == "release"]
-    tables: dict[str, pa.Table] = {}
     figures: list[ReleaseFigure] = []
     for name, source in _SOURCES.items():
         qi = [c for c in policy.sets_for(name)[0] if c != "consumer"]  # each consumer's extract holds every row
@@ -153,12 +170,12 @@ def build_release(
         # local recoding: rows of groups too small at county level try again at city level, then are suppressed
         con.execute(f"CREATE TABLE r_{name} AS {suppress(f'g_{name}', qi, sensitive, k, l_div)}")
         con.execute(
-            f"CREATE TABLE c_{name} AS SELECT * REPLACE ('{CITY}' AS county_code) FROM g_{name} "
-            f"EXCEPT ALL SELECT * REPLACE ('{CITY}' AS county_code) FROM r_{name}"
+            f"CREATE TABLE c_{name} AS SELECT * REPLACE ('{CITY}' AS county_code) "
+            f"FROM ({suppress(f'g_{name}', qi, sensitive, k, l_div, failing=True)})"
         )
         con.execute(f"INSERT INTO r_{name} {suppress(f'c_{name}', qi, sensitive, k, l_div)}")
         persons = _scalar(con, f"SELECT count(DISTINCT person_key) FROM g_{name}")
-        kept = _scalar(con, f"SELECT count(DISTINCT person_key) FROM r_{name}")
+        released = _scalar(con, f"SELECT count(DISTINCT person_key) FROM r_{name}")
         k_min, l_min, groups = measure(con, f"r_{name}", qi, sensitive)
         figures.append(
             ReleaseFigure(
@@ -166,7 +183,7 @@ def build_release(
                 tuple(qi),
                 tuple(sensitive),
                 persons,
-                persons - kept,
+                persons - released,
                 groups,
                 k_min,
                 l_min,
@@ -174,18 +191,43 @@ def build_release(
                 policy.threshold_l,
             )
         )
-    # each release consumer's token of every released person (its own key domain), once per person
-    released = con.sql(
+        # the released rows without the consumer's token, each with the hash the kept copy compares
+        content = _content_columns(name)
+        con.execute(
+            f"CREATE TABLE n_{name} AS SELECT DISTINCT person_key, {', '.join(content)}, "
+            f"{row_hash_sql(content)} AS content_hash FROM r_{name}"
+        )
+    scoped = kept is not None and all(_comparable(kept.get(f"release.{n}"), readers, keyring) for n in _SOURCES)
+    if scoped:
+        assert kept is not None
+        differ = []
+        for name in _SOURCES:
+            con.register(f"_kept_{name}", kept[f"release.{name}"])
+            pairs = f"SELECT DISTINCT person_key, content_hash FROM _kept_{name}"
+            differ.append(
+                f"(SELECT person_key, content_hash FROM n_{name} EXCEPT {pairs}) "
+                f"UNION ALL ({pairs} EXCEPT SELECT person_key, content_hash FROM n_{name})"
+            )
+        con.execute(
+            "CREATE TABLE scope_persons AS SELECT DISTINCT person_key FROM ("
+            + " UNION ALL ".join(f"SELECT person_key FROM ({d})" for d in differ)
+            + ")"
+        )
+        for name in _SOURCES:
+            con.unregister(f"_kept_{name}")
+    # each release consumer's token of every released person in scope (its own key domain), once per person
+    within = " WHERE person_key IN (SELECT person_key FROM scope_persons)" if scoped else ""
+    released_keys = con.sql(
         "SELECT DISTINCT person_key FROM ("
-        + " UNION ALL ".join(f"SELECT person_key FROM r_{n}" for n in _SOURCES)
-        + ")"
+        + " UNION ALL ".join(f"SELECT person_key FROM n_{n}" for n in _SOURCES)
+        + f"){within}"
     ).to_arrow_table()
-    keys = released.column("person_key").to_pandas().astype("string")
+    keys = released_keys.column("person_key").to_pandas().astype("string")
     tokens = [
         pa.table(
             {
-                "person_key": released.column("person_key"),
-                "consumer": pa.array([c.name] * released.num_rows, pa.string()),
+                "person_key": released_keys.column("person_key"),
+                "consumer": pa.array([c.name] * released_keys.num_rows, pa.string()),
                 "person_token": pa.array(token_series(keys, keyring, c.token_domain).to_numpy(), pa.string()),
             }
         )
@@ -193,14 +235,38 @@ def build_release(
     ]
     empty = pa.schema([("person_key", pa.string()), ("consumer", pa.string()), ("person_token", pa.string())])
     con.register("_tokens", pa.concat_tables(tokens) if tokens else empty.empty_table())
+    tables: dict[str, pa.Table] = {}
     for name in _SOURCES:
-        wanted = [c.name for c in table(f"release.{name}").c if c.name not in ("row_hash", "publish_id")]
+        wanted = _wanted(name)
         tables[f"release.{name}"] = con.sql(
-            f"SELECT DISTINCT {', '.join(wanted)}, {row_hash_sql(wanted)} AS row_hash FROM (SELECT r.* EXCLUDE "
-            f"(person_key), t.consumer, t.person_token FROM r_{name} r JOIN _tokens t USING (person_key))"
+            f"SELECT {', '.join(wanted)}, {row_hash_sql(wanted)} AS row_hash, {', '.join(RELEASE_KEPT)} "
+            f"FROM (SELECT n.*, t.consumer, t.person_token FROM n_{name} n JOIN _tokens t USING (person_key))"
         ).to_arrow_table()
     con.unregister("_tokens")
-    return con, tables, figures
+    return con, tables, figures, scoped
+
+
+def _wanted(name: str) -> list[str]:
+    """A release table's columns as published, without its bookkeeping (row hash, publish id)."""
+    return [c.name for c in table(f"release.{name}").c if c.name not in ("row_hash", "publish_id")]
+
+
+def _content_columns(name: str) -> list[str]:
+    """A release row's columns that are the same for every consumer (all but the consumer and its token)."""
+    return [c for c in _wanted(name) if c not in ("consumer", "person_token")]
+
+
+def _comparable(kept: pa.Table | None, readers: Sequence[Consumer], keyring: Keyring) -> bool:
+    """Whether a kept release copy can stand for the rows it does not rebuild: it carries persons and content
+    hashes, and holds tokens of exactly these consumers under the active key version (a rotation or a new
+    consumer changes every row)."""
+    if kept is None or not set(RELEASE_KEPT) <= set(kept.column_names):
+        return False
+    consumers = set(pc.unique(kept.column("consumer")).to_pylist())
+    if consumers != {c.name for c in readers}:
+        return False
+    prefix = f"t{keyring.active_version}."
+    return bool(pc.all(pc.starts_with(kept.column("person_token"), prefix)).as_py())
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, query: str) -> int:
@@ -233,12 +299,21 @@ def publish_release(
     publish's private folder of kept table states (``publish.state_cache``), so the old release rows are not
     read back from the database."""
     say = progress or (lambda _stage: None)
+    states = TableStates(state) if state is not None else None
+    kept: dict[str, pa.Table | None] | None = None
+    if states is not None:
+        say("reading the release tier's kept state")
+        with engine.connect() as raw:
+            conn = prepared(raw)
+            kept = {f"release.{n}": states.old(conn, table(f"release.{n}"), keep=True)[0] for n in _SOURCES}
     say("building the release tier")
-    con, tables, figures = build_release(engine, consumers, keyring, policy, year)
+    con, tables, figures, scoped = build_release(engine, consumers, keyring, policy, year, kept)
+    del kept
     try:
         gate(figures)
-        states = TableStates(state) if state is not None else None
-        publish_id, changes = apply(engine, con, tables, keyring, policy, None, 0, say, states)
+        publish_id, changes = apply(
+            engine, con, tables, keyring, policy, None, 0, say, states, scoped=tables if scoped else ()
+        )
     finally:
         con.close()
     return publish_id, changes, figures

@@ -11,7 +11,8 @@ A copy is used only while it provably matches the database: the table's row coun
 moves the count), read inside the publish's transaction; the lineage's row count after its newer rows are
 merged in. Anything else (another hub publishing into the same database, a downgrade, a killed run) makes the
 publish read the database, as before. The files hold pseudonymised keys, random person keys, hashes and
-community codes only (what staging and the published tables hold too), and ``scope.json`` what the last publish
+community codes only (what staging and the published tables hold too; a release table's copy adds the person key
+of each row, which the release tier itself does not publish), and ``scope.json`` what the last publish
 read (batch ids, the last link run and identity event, the build's fingerprint) for a scoped publish; they are
 0600 in a 0700 folder.
 """
@@ -89,6 +90,7 @@ class TableStates:
         # the GIL); one at a time, so at most two tables' states are in memory
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="publish-state")
         self._pending: tuple[Future[Path], Path] | None = None
+        self._held: dict[str, tuple[pa.Table, int, int | None]] = {}  # copies read with keep=True, read once
 
     def _settle(self) -> None:
         """Wait for the copy being written; it joins the staged ones (its error, if any, is raised here)."""
@@ -133,12 +135,17 @@ class TableStates:
             os.fsync(out.fileno())
         self.staged.append((tmp, path))
 
-    def old(self, conn: sa.Connection, t: sa.Table) -> tuple[pa.Table | None, int, int | None]:
-        """(the copy if it matches the table now, else None; the table's row count; its largest publish_id)."""
+    def old(self, conn: sa.Connection, t: sa.Table, keep: bool = False) -> tuple[pa.Table | None, int, int | None]:
+        """(the copy if it matches the table now, else None; the table's row count; its largest publish_id).
+
+        ``keep``: hold the file read for the next call on the same table, which checks the table again but does
+        not read the file again (the release tier reads its copies before it builds and again when it merges)."""
         count, top = _count_and_top(conn, t)
-        found = _read(_file(self.folder, t.fullname))
+        found = self._held.pop(t.fullname, None) or _read(_file(self.folder, t.fullname))
         if found is None:
             return None, count, top
+        if keep:
+            self._held[t.fullname] = found
         data, rows, was = found
         if rows != count or was != top or data.num_rows != count:
             return None, count, top

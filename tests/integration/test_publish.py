@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from pandas.testing import assert_frame_equal
 from sqlalchemy.engine import make_url
 
 from connectors.registry import registry
@@ -529,3 +530,56 @@ def test_a_changed_build_fingerprint_makes_the_next_publish_full(published: Publ
     assert not full.scoped and full.records_read > published.third.records_read
     assert full.publish_id is None and full.changes == 0
     assert again.scoped and again.records_read == 0 and again.changes == 0
+
+
+def test_a_scoped_release_rebuilds_only_the_persons_whose_released_rows_changed(
+    published: Published, tmp_path: Path
+) -> None:
+    """The release tier computes each consumer's tokens only for the persons whose released rows differ from its
+    kept copy; what it leaves in the database is what a release building every person's tokens finds."""
+    from datetime import UTC, datetime
+
+    from publish.release import build_release, publish_release
+    from publish.state_cache import TableStates
+
+    settings = published.settings
+    state = tmp_path / "state"
+    shutil.copytree(settings.home / "runs" / "publish" / "state", state)
+    keyring, policy, consumers = settings.load_keyring(), load_policy(), load_consumers(settings.consumers)
+    now = datetime.now(UTC).year
+    names = ("release.resident", "release.disability", "release.social_assistance")
+    engine = settings.engine()
+    try:
+        with engine.connect() as raw:
+            conn = prepared(raw)
+            kept = {n: TableStates(state).old(conn, table(n))[0] for n in names}
+        # a new year moves every fifth birth year into the next age band (and some groups across k)
+        con, part, _, scoped = build_release(engine, consumers, keyring, policy, now + 1, kept)
+        scope = set(con.sql("SELECT person_key FROM scope_persons").to_arrow_table().column(0).to_pylist())
+        con.close()
+        con, full, _, whole = build_release(engine, consumers, keyring, policy, now + 1)
+        con.close()
+        assert scoped and not whole
+        released = set(full["release.resident"].column("person_key").to_pylist())
+        assert 0 < len(scope & released) < len(released) / 2
+        for name in names:
+            new, old = full[name].to_pandas(), kept[name].to_pandas()  # type: ignore[union-attr]
+            ordered = ["consumer", "person_token", "row_hash"]
+            inside = new[new["person_key"].isin(scope)].sort_values(ordered, ignore_index=True)
+            # the scoped state is exactly the full state's rows of the persons in scope ...
+            assert_frame_equal(part[name].to_pandas().sort_values(ordered, ignore_index=True), inside)
+            # ... and the kept rows of everyone else are the full state's rows of them
+            columns = kept[name].column_names  # type: ignore[union-attr]
+            outside = new.loc[~new["person_key"].isin(scope), columns].astype(str)
+            rest = old.loc[~old["person_key"].isin(scope), columns].astype(str)
+            assert len(rest) > 0
+            assert_frame_equal(
+                rest.sort_values(ordered, ignore_index=True), outside.sort_values(ordered, ignore_index=True)
+            )
+        merged, changes, _ = publish_release(engine, consumers, keyring, policy, now + 1, state=state)
+        assert merged is not None and sum(c.changes for c in changes) > 0
+        again, unchanged, _ = publish_release(engine, consumers, keyring, policy, now + 1)  # reads the database back
+        assert again is None and sum(c.changes for c in unchanged) == 0
+    finally:  # the module's hub gets this year's release back (its kept copies no longer match: a full one)
+        publish_release(engine, consumers, keyring, policy, now, state=settings.home / "runs" / "publish" / "state")
+        engine.dispose()

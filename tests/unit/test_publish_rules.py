@@ -41,6 +41,24 @@ def test_suppression_keeps_only_groups_of_k_with_l_distinct_values() -> None:
     assert sorted(set(without_l["county_code"])) == ["b", "c"]
 
 
+def test_the_rows_suppression_fails_are_every_other_row_with_a_missing_value_among_them() -> None:
+    """What a county-level group fails is recoded to the city: every row not kept, with its duplicates and the
+    rows whose group cannot be formed (a missing quasi-identifier), as ``source EXCEPT ALL kept`` gives."""
+    con = duckdb.connect()
+    rows = (
+        [("a", f"p{i}", "视力残疾") for i in range(4)]
+        + [("a", "p0", "视力残疾")]  # a duplicate row of a failing group stays a duplicate
+        + [("c", f"r{i}", "视力残疾" if i % 2 else "听力残疾") for i in range(5)]
+        + [(None, "s0", "视力残疾")]  # no county: no group to pass
+    )
+    con.register("src", pd.DataFrame(rows, columns=["county_code", "person_key", "category"]))
+    failing = con.sql(suppress("src", ["county_code"], ["category"], 5, 2, failing=True)).df()
+    expected = con.sql(f"SELECT * FROM src EXCEPT ALL {suppress('src', ['county_code'], ['category'], 5, 2)}").df()
+    key = ["person_key", "county_code"]
+    assert len(failing) == 6 and sorted(failing["person_key"]) == ["p0", "p0", "p1", "p2", "p3", "s0"]
+    assert failing.sort_values(key, ignore_index=True).equals(expected.sort_values(key, ignore_index=True))
+
+
 def test_age_bands_are_five_years_with_one_band_from_85() -> None:
     con = duckdb.connect()
     frame = pd.DataFrame({"birth_year": [2026, 2022, 2021, 1942, 1941, 1900]})
@@ -122,7 +140,9 @@ def test_the_year_ages_are_computed_in_can_be_named() -> None:
     tekun = next(r for r in rules if r.id == "tekun_with_supporter")
     with sa.create_engine("sqlite://").connect() as conn:
         assert "strftime('%Y', 'now')" in case_sql(conn, tekun, tekun.cases[0], params)
-        assert "2026 - p.birth_year" in case_sql(conn, tekun, tekun.cases[0], {**params, "current_year": 2026})
+        assert "BETWEEN 2026 - 59 AND 2026 - 18" in case_sql(
+            conn, tekun, tekun.cases[0], {**params, "current_year": 2026}
+        )
 
 
 def test_a_household_community_tie_is_broken_the_same_way_whatever_the_row_order() -> None:
