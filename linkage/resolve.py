@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from linkage import probabilistic, store
-from linkage.workspace import SEP, BatchRef, Workspace
+from linkage.workspace import QI, SEP, BatchRef, Workspace
 from privacy.keyring import Keyring
 from privacy.operators import decrypt_series, encrypt_series, token_series
 from privacy.policy import LINKAGE_DOMAIN, LINKAGE_ID_DOMAIN
@@ -160,8 +160,9 @@ def new_keys(n: int) -> np.ndarray:
     return hexed.astype(str)
 
 
-def _left(ws: Workspace, records: pd.DataFrame) -> pd.DataFrame:
-    """The records to place (decoded, from the workspace), in the columns the profiles have."""
+def _left(ws: Workspace, records: pd.DataFrame, households: str = "dk") -> pd.DataFrame:
+    """The records to place (decoded, from the workspace), in the columns the profiles have; ``households``:
+    where the 低保 households' members are looked up (``Workspace.implied_households``)."""
     left = pd.DataFrame(index=records.index)
     left["uid"] = (records["dataset"] + "|" + records["record_id"]).astype("string")
     left["person_key"] = pd.NA
@@ -170,7 +171,7 @@ def _left(ws: Workspace, records: pd.DataFrame) -> pd.DataFrame:
     left["phone"] = records["phone_token"]
     own = records["household_token"].astype("string")
     dibao = own.dropna()
-    implied = ws.implied_households(dibao.unique()) if len(dibao) else pd.Series(dtype="string")
+    implied = ws.implied_households(dibao.unique(), households) if len(dibao) else pd.Series(dtype="string")
     via = own.map(implied).astype("string") if len(implied) else pd.Series(pd.NA, index=records.index, dtype="string")
     left["household"] = via.str.split(SEP).str[0].fillna(own)
     both = (own.fillna("") + SEP + via.fillna("")).str.strip(SEP)
@@ -436,6 +437,8 @@ def link(
     return result
 
 
+#: the name ciphertexts' form tokens, kept in the run folder between runs (``Workspace.name_forms``)
+NAME_FORMS = "name-forms.parquet"
 _PLACED_COLUMNS = ["dataset", "record_id", "batch_id", "person_key", "match_kind", "match_probability", "id_status"]
 
 
@@ -507,20 +510,46 @@ def _place(
         log.info("probabilistic pass: %s, %d rows, %.2fs", name, rows, now - clock[0])
         clock[0] = now
 
-    ws.decrypt_maps(keyring, "true")
-    ws.decode_keyed()
-    step("decrypted distinct quasi-identifiers", ws.scalar("SELECT count(*) FROM m_name"))
+    forms = run_dir / NAME_FORMS
     ws.register("targets", targets.astype(_TEXT))
-    records = ws.sql(ws.decoded("(SELECT r.* FROM rec r JOIN targets USING (dataset, record_id) WHERE r.fresh)")).df()
-    left = _left(ws, records)
-    ws.drop_keyed()  # everything below reads the decoded tables
-    step("records to place", len(left))
-    persons = ws.scalar("SELECT count(DISTINCT person_key) FROM dk")
-    name_tf = ws.name_frequencies()
-    model = _reused(reuse, persons)
-    if model is None:
+    targeted = "(SELECT r.* FROM rec r JOIN targets USING (dataset, record_id) WHERE r.fresh)"
+    model = _reused(reuse)
+    if model is not None:  # a day's few records: only their candidates' records are decoded
+        ws.keep_keyed()
+        step("keyed records kept", ws.scalar("SELECT count(*) FROM kb"))
+        fields = [c for c in QI if c != "qi_name"]
+        both = f"(SELECT {', '.join(fields)} FROM kb UNION ALL SELECT {', '.join(fields)} FROM {targeted})"
+        ws.decrypt_maps(keyring, "true", fields, source=both)
+        decrypted = ws.name_forms(keyring, forms, source="kb")
+        step("decrypted distinct quasi-identifiers but names; names staged since the last run", decrypted)
+        ws.decrypt_maps(keyring, "true", ["qi_name"], source=targeted)
+        left = _left(ws, ws.sql(ws.decoded(targeted)).df(), households="keyed")
+        step("records to place", len(left))
+        persons = ws.scalar("SELECT count(DISTINCT person_key) FROM keyed")
+        model["probability_two_random_records_match"] = 1.0 / max(persons, 2)
+        step("persons counted", persons)
+        candidates = ws.candidates(left, keyring)
+        step("candidates blocked", ws.scalar(f"SELECT count(*) FROM ({candidates})"))
+        both = (
+            f"(SELECT qi_name FROM {targeted} UNION ALL SELECT qi_name FROM keyed WHERE person_key IN ({candidates}))"
+        )
+        ws.decrypt_maps(keyring, "true", ["qi_name"], source=both)
+        step("names decrypted", ws.scalar("SELECT count(*) FROM m_name"))
+        ws.decode_keyed(candidates)
+        step("candidates decoded", ws.scalar("SELECT count(*) FROM dk"))
+        right = _frame(ws.profiles(candidates))
+        name_tf = ws.name_frequencies_of(pd.concat([left["name_s"], right["name_s"]]), keyring)
+        step("name frequencies", len(name_tf))
+    else:
+        ws.name_forms(keyring, forms, names=ws.decrypt_maps(keyring, "true"))
+        ws.decode_keyed()
+        step("decrypted distinct quasi-identifiers", ws.scalar("SELECT count(*) FROM m_name"))
+        left = _left(ws, ws.sql(ws.decoded(targeted)).df())
+        persons = ws.scalar("SELECT count(DISTINCT person_key) FROM dk")
+        name_tf = ws.name_frequencies()
         model = _train(ws, left, persons, options, name_tf, step)
-    right = _frame(ws.profiles(ws.candidates(left)))
+        right = _frame(ws.profiles(ws.candidates(left)))
+    ws.drop_keyed()
     step("candidate profiles", len(right))
     pairs = probabilistic.predict(_frame(left), right, model, name_tf)
     step("scored pairs", len(pairs))
@@ -529,8 +558,8 @@ def _place(
     return decided, path
 
 
-def _reused(path: Path | None, persons: int) -> dict[str, Any] | None:
-    """An earlier run's saved model with its prior set for today's persons, or None (train instead)."""
+def _reused(path: Path | None) -> dict[str, Any] | None:
+    """An earlier run's saved model (its prior is set for today's persons by the caller), or None (train)."""
     if path is None or not path.is_file():
         return None
     try:
@@ -538,7 +567,6 @@ def _reused(path: Path | None, persons: int) -> dict[str, Any] | None:
     except (OSError, ValueError, KeyError, TypeError):
         log.warning("the saved model %s cannot be read; training a new one", path.name)
         return None
-    model["probability_two_random_records_match"] = 1.0 / max(persons, 2)
     log.info("probabilistic pass: scoring with the model of an earlier run (%s)", path.name)
     return model
 

@@ -25,6 +25,9 @@ LINKAGE_QI_DOMAIN = "linkage_qi"
 #: AES-SIV of the valid ID number in linkage.parquet and the identity index: lets `hub link` re-key link
 #: tokens after a key rotation without keeping a plaintext anywhere.
 LINKAGE_ID_DOMAIN = "linkage_id"
+#: HMAC of a name's comparison forms (simplified name, pinyin), kept between linkage runs so a day's run blocks on
+#: names without decrypting every name the hub holds (``linkage.workspace.Workspace.name_forms``)
+LINKAGE_NAME_DOMAIN = "linkage_name"
 # Classes whose fields may fall back on a class default; the others need an explicit entry.
 DEFAULTABLE_CLASSES = ("quasi_identifier", "attribute")
 KEYED_KINDS = ("token", "encrypt", "fpe")
@@ -36,7 +39,9 @@ _COLUMN = re.compile(r"^[a-z][a-z0-9_]*$")
 _MASK_SPAN = re.compile(r"^(?P<first>[0-9]+),\s*(?P<last>[0-9]+)$")
 _ENTRY_KEYS = frozenset({"treatment", "display", "column", "purpose", "legal_basis", "note"})
 _TOP_KEYS = frozenset({"format", "version", "owner", "defaults", "linkage", "fields", "reidentification"})
-_RESERVED_DOMAINS = frozenset({LINKAGE_DOMAIN, LINKAGE_QI_DOMAIN, LINKAGE_ID_DOMAIN, "audit", "quarantine"})
+_RESERVED_DOMAINS = frozenset(
+    {LINKAGE_DOMAIN, LINKAGE_QI_DOMAIN, LINKAGE_ID_DOMAIN, LINKAGE_NAME_DOMAIN, "audit", "quarantine"}
+)
 
 
 class PolicyError(HubError, ValueError):
@@ -78,9 +83,7 @@ def parse_treatment(text: Any, where: str = "<treatment>", path: Path | str = "<
         return Treatment(kind)
     if kind in KEYED_KINDS:
         if not arg or not _DOMAIN.match(arg):
-            raise PolicyError(
-                path, f"'{kind}' needs a lower_snake_case key domain, e.g. {kind}(person)", where
-            )
+            raise PolicyError(path, f"'{kind}' needs a lower_snake_case key domain, e.g. {kind}(person)", where)
         if arg in _RESERVED_DOMAINS:
             raise PolicyError(path, f"domain '{arg}' is reserved for the hub's internal use", where)
         return Treatment(kind, arg)
@@ -216,9 +219,7 @@ def _parse_reidentification(
         raise PolicyError(path, "threshold_k must be an integer of at least 2", "reidentification")
     sets_raw = raw.get("quasi_identifier_sets") or {}
     if not isinstance(sets_raw, Mapping):
-        raise PolicyError(
-            path, "quasi_identifier_sets must map table -> list of column lists", "reidentification"
-        )
+        raise PolicyError(path, "quasi_identifier_sets must map table -> list of column lists", "reidentification")
     sets: dict[str, tuple[tuple[str, ...], ...]] = {}
     for table, lists in sets_raw.items():
         where = f"reidentification.quasi_identifier_sets.{table}"

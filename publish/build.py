@@ -25,6 +25,7 @@ from privacy.keyring import Keyring
 from privacy.operators import fpe_decrypt_series, fpe_series
 from privacy.policy import Policy
 from schemas.contract import Contract
+from schemas.duck import mode_sql
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +97,6 @@ def _q(text: str) -> str:
 
 def _rel(dataset: str) -> str:
     return "s_" + dataset.replace(".", "_")
-
-
-def mode_sql(column: str) -> str:
-    """DuckDB aggregate: the most frequent non-null value, the smallest of a tie. DuckDB's ``mode`` breaks a tie
-    by the order rows arrive in, which a parallel scan does not fix, so a rebuild could change a household."""
-    return f"list_aggregate(list_sort(list({column}) FILTER (WHERE {column} IS NOT NULL)), 'mode')"
 
 
 def row_hash_sql(columns: Sequence[str]) -> str:

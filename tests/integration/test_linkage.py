@@ -265,3 +265,76 @@ def test_a_rotation_between_staging_and_linking_keeps_one_person_per_id(
         assert all(r.error is None for r in run_ingest(list(registry()), settings))
     later = run_link(settings)
     assert later.run_id is not None and later.records > 0
+
+
+def test_a_days_run_scores_exactly_what_decoding_every_record_scores(
+    linked: Linked, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run with few records to place (the saved model) decodes only their candidates' records, blocking and
+    counting names by the form tokens kept since the first run; Splink gets the same tables, and scores the same."""
+    import pyarrow.parquet as pq
+
+    from hub.link_cli import staged_refs
+    from linkage import probabilistic, resolve
+    from linkage.workspace import Workspace
+
+    home = _copy(linked, tmp_path)
+    sim = tmp_path / "sim"
+    shutil.copytree(linked.sim, sim)
+    settings = _settings(home, sim, monkeypatch)
+    advance(sim, changed=0.03, late=0.01, seed=9)
+    with start_servers(sim):
+        assert all(r.error is None for r in run_ingest(list(registry()), settings))
+    # the first run (training: every name decoded) kept every name's form tokens; forget 200 of them
+    forms = home / "runs" / "link" / resolve.NAME_FORMS
+    first = pq.read_table(forms)
+    pq.write_table(first.slice(200).replace_schema_metadata(first.schema.metadata), forms)
+    forgotten = first.slice(0, 200).to_pandas().set_index("ct")
+    keyring, engine = settings.load_keyring(), settings.engine()
+    with engine.connect() as conn:
+        done = store.read_table(conn, store.link_batch)
+        index = resolve._read_index(conn, keyring.active_version)
+        model = Path(str(store.newest_model(conn)))
+    engine.dispose()
+    seen = set(zip(done["dataset"], done["batch_id"], strict=True))
+    batches = staged_refs(settings)
+    captured: dict[str, pd.DataFrame] = {}
+    scored = probabilistic.predict
+
+    def capture(left: pd.DataFrame, right: pd.DataFrame, *args: object, **kwargs: object) -> pd.DataFrame:
+        pairs = scored(left, right, *args, **kwargs)  # type: ignore[arg-type]
+        captured.update(left=left, right=right, model=args[0], tf=args[1], pairs=pairs)  # type: ignore[dict-item]
+        return pairs
+
+    monkeypatch.setattr(probabilistic, "predict", capture)
+    with Workspace() as ws:
+        ws.load(batches, {(b.dataset, b.batch_id) for b in batches if (b.dataset, b.batch_id) not in seen})
+        resolve._prepare(ws, index, keyring)
+        targets = ws.sql("SELECT dataset, record_id FROM rec WHERE fresh AND link_token IS NULL").df()
+        assert 0 < len(targets) < probabilistic.ModelSettings().reuse_below
+        # the whole way: every keyed record decoded (as a training run does)
+        ws.register("targets", targets)
+        ws.decrypt_maps(keyring, "true")
+        ws.decode_keyed()
+        left = resolve._left(ws, ws.sql(ws.decoded("(SELECT * FROM rec JOIN targets USING (dataset, record_id))")).df())
+        right = resolve._frame(ws.profiles(ws.candidates(left)))
+        tf = ws.name_frequencies()
+        resolve._place(ws, targets, keyring, home / "runs" / "link", probabilistic.ModelSettings(), model)
+
+    def rows(frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.astype(str).sort_values(list(frame.columns), ignore_index=True)
+
+    assert len(captured["right"]) > len(targets)
+    pd.testing.assert_frame_equal(rows(captured["left"]), rows(resolve._frame(left)))
+    pd.testing.assert_frame_equal(rows(captured["right"]), rows(right))
+    named = tf[tf["name_s"].isin(pd.concat([left["name_s"], right["name_s"]]))]
+    pd.testing.assert_frame_equal(rows(captured["tf"]), rows(named))
+    whole = scored(resolve._frame(left), right, captured["model"], tf)  # type: ignore[arg-type]
+    key = ["uid_l", "uid_r", "match_weight", "match_probability"]
+    assert len(whole) > len(targets)
+    pd.testing.assert_frame_equal(rows(captured["pairs"][key]), rows(whole[key]))
+    # the forgotten names of keyed records were decrypted again and kept, with the same tokens
+    again = pq.read_table(forms).to_pandas().set_index("ct")
+    back = forgotten.index.intersection(again.index)
+    assert len(back) > 100 and len(again) == len(first) - 200 + len(back)
+    pd.testing.assert_frame_equal(again.loc[back].sort_index(), forgotten.loc[back].sort_index())

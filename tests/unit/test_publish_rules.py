@@ -150,7 +150,7 @@ def test_a_household_community_tie_is_broken_the_same_way_whatever_the_row_order
     household's community; ``mode_sql`` takes the smallest of the tie."""
     import duckdb
 
-    from publish.build import mode_sql
+    from schemas.duck import mode_sql
 
     con = duckdb.connect()
     orders = (["150702001001", "150702001002", None], [None, "150702001002", "150702001001"])
