@@ -31,7 +31,7 @@ from privacy.keyring import Keyring
 from privacy.operators import seal_array
 from privacy.policy import Policy
 from publish.build import HOUSEHOLD_TABLES, Batch, Builder, Changes
-from publish.state_cache import TableStates, read_lineage
+from publish.state_cache import TableStates, publish_mark, read_lineage
 from schemas.base import HubError
 from schemas.bulk import delete_keys, qualified, read_arrow, upsert_arrow, write_arrow
 from schemas.contract import Contract
@@ -397,7 +397,7 @@ def apply(
                 tick = time.perf_counter()
                 say(f"merging {name}")
                 new = duck.sql(state).to_arrow_table() if isinstance(state, str) else state
-                kept, _count, top = states.old(conn, t) if states is not None else (None, 0, None)
+                kept = states.old(conn, t) if states is not None else None
                 old = kept if kept is not None else _read_old(conn, t)
                 rest = None
                 if name in scoped:
@@ -407,7 +407,7 @@ def apply(
                 change = TableChange(name, new.num_rows if rest is None else new.num_rows + rest.num_rows)
                 if old.num_rows == 0 and (rest is None or rest.num_rows == 0):  # the table is empty
                     if new.num_rows:
-                        publish_id = publish_id or _open_batch(conn, run_id, batches)
+                        publish_id = publish_id or _open_batch(conn, run_id, batches, states)
                         rows = new.append_column("publish_id", pa.array([publish_id] * new.num_rows, pa.int64()))
                         rows = _seal(name, rows, keyring, policy)
                         writing = time.perf_counter()
@@ -418,7 +418,7 @@ def apply(
                 else:
                     changed, gone = _diff(duck, name, new, old)
                     if changed.num_rows or gone.num_rows:
-                        publish_id = publish_id or _open_batch(conn, run_id, batches)
+                        publish_id = publish_id or _open_batch(conn, run_id, batches, states)
                         ops = changed.column("_op")
                         rows = changed.drop_columns(["_op"]).append_column(
                             "publish_id", pa.array([publish_id] * changed.num_rows, pa.int64())
@@ -437,11 +437,11 @@ def apply(
                 columns = kept_columns(t)
                 missing = kept is None or not set(columns) <= set(kept.column_names)
                 if states is not None and (missing or change.inserted or change.updated or change.deleted):
-                    written = change.inserted + change.updated
                     whole = new.select(columns)
                     if rest is not None:
                         whole = pa.concat_tables([rest.select(columns), whole.cast(rest.select(columns).schema)])
-                    states.stage(t, whole, columns, publish_id if written else top)
+                    # what the table holds as of the newest batch now (this publish's own once it opened one)
+                    states.stage(t, whole, columns, publish_mark(conn))
                 del new, old, rest  # one table's state in memory at a time
                 change.seconds = round(time.perf_counter() - tick, 3)
                 change.load_seconds = round(change.load_seconds, 3)
@@ -495,13 +495,17 @@ def _load_row(name: str) -> pd.DataFrame:
     return pd.DataFrame({"table_name": [name], "row_key": ["*"], "operation": [LOAD], "community_code": [None]})
 
 
-def _open_batch(conn: sa.Connection, run_id: int | None, batches: int) -> int:
+def _open_batch(conn: sa.Connection, run_id: int | None, batches: int, states: TableStates | None) -> int:
+    """This publish's batch row (its summary is written when the merge ends); the kept copies skip it."""
     inserted = conn.execute(
         sa.insert(table("core.publish_batch")).values(
             started_at=identity.now(), link_run_id=run_id, staged_batches=batches, changes=0
         )
     )
-    return int(inserted.inserted_primary_key[0])  # type: ignore[index]
+    publish_id = int(inserted.inserted_primary_key[0])  # type: ignore[index]
+    if states is not None:
+        states.opened = publish_id
+    return publish_id
 
 
 def table_checksums(engine: sa.Engine, tables: Sequence[sa.Table] | None = None) -> dict[str, str]:

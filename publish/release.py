@@ -305,7 +305,7 @@ def publish_release(
         say("reading the release tier's kept state")
         with engine.connect() as raw:
             conn = prepared(raw)
-            kept = {f"release.{n}": states.old(conn, table(f"release.{n}"), keep=True)[0] for n in _SOURCES}
+            kept = {f"release.{n}": states.old(conn, table(f"release.{n}"), keep=True) for n in _SOURCES}
     say("building the release tier")
     con, tables, figures, scoped = build_release(engine, consumers, keyring, policy, year, kept)
     del kept

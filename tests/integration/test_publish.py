@@ -552,7 +552,7 @@ def test_a_scoped_release_rebuilds_only_the_persons_whose_released_rows_changed(
     try:
         with engine.connect() as raw:
             conn = prepared(raw)
-            kept = {n: TableStates(state).old(conn, table(n))[0] for n in names}
+            kept = {n: TableStates(state).old(conn, table(n)) for n in names}
         # a new year moves every fifth birth year into the next age band (and some groups across k)
         con, part, _, scoped = build_release(engine, consumers, keyring, policy, now + 1, kept)
         scope = set(con.sql("SELECT person_key FROM scope_persons").to_arrow_table().column(0).to_pylist())
@@ -582,4 +582,49 @@ def test_a_scoped_release_rebuilds_only_the_persons_whose_released_rows_changed(
         assert again is None and sum(c.changes for c in unchanged) == 0
     finally:  # the module's hub gets this year's release back (its kept copies no longer match: a full one)
         publish_release(engine, consumers, keyring, policy, now, state=settings.home / "runs" / "publish" / "state")
+        engine.dispose()
+
+
+def test_a_publish_by_another_hub_makes_the_kept_copies_of_the_tables_it_changed_stale(
+    published: Published, tmp_path: Path
+) -> None:
+    """The kept copies are used while no publish since changed their tables: another hub (no kept state) that
+    publishes without the 司法 batches deletes their rows; this hub's next publish must not trust its copy of
+    those tables (it would find nothing to restore), builds whole, and puts every row back."""
+    from hub.publish_cli import migrated_engine, staged_for_publish
+    from publish.publisher import publish
+    from publish.state_cache import TableStates
+    from schemas.contract import packaged_contracts
+
+    settings = published.settings
+    state = tmp_path / "state"
+    shutil.copytree(settings.home / "runs" / "publish" / "state", state)
+    corrections = table("sensitive.community_correction")
+    query = sa.select(corrections.c.record_key, corrections.c.row_hash).order_by(corrections.c.record_key)
+    engine = migrated_engine(settings)
+    try:
+        batches, keyring, policy, contracts = (
+            staged_for_publish(settings),
+            settings.load_keyring(),
+            load_policy(),
+            (packaged_contracts()),
+        )
+        before = _frame(engine, query)
+        others = [b for b in batches if b.dataset != "sifa.corrections"]
+        other = publish(engine, others, keyring, policy, contracts)  # another hub: reads the database back
+        deleted = {t.table: t.deleted for t in other.tables}
+        assert deleted["sensitive.community_correction"] == len(before) > 0
+        with engine.connect() as raw:
+            conn = prepared(raw)
+            stale = TableStates(state)
+            assert stale.old(conn, corrections) is None and not stale.usable(conn, corrections, ["row_hash"])
+            # a table that publish did not change keeps its copy
+            assert stale.old(conn, table("core.hukou_registration")) is not None
+        ours = publish(engine, batches, keyring, policy, contracts, state=state)
+        restored = {t.table: t.inserted for t in ours.tables}
+        assert not ours.scoped and restored["sensitive.community_correction"] == len(before)
+        assert_frame_equal(_frame(engine, query), before)
+        again = publish(engine, batches, keyring, policy, contracts, state=state)
+        assert again.scoped and again.publish_id is None and again.changes == 0
+    finally:
         engine.dispose()

@@ -1,14 +1,18 @@
-"""The publish's kept table copies: written in a thread, but only ever in place after the commit."""
+"""The publish's kept table copies: written in a thread, in place only after the commit, used while current."""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 
-from publish.state_cache import TableStates
+from publish.state_cache import TableStates, publish_mark
+from schemas.migrate import prepared, upgrade
 from schemas.unified import table
 
 
@@ -19,19 +23,77 @@ def _state(n: int) -> pa.Table:
 def test_staged_copies_appear_on_commit_and_vanish_on_discard(tmp_path: Path) -> None:
     person, contact = table("core.person"), table("sensitive.person_contact")
     states = TableStates(tmp_path)
-    states.stage(person, _state(3), ["person_key", "row_hash"], 7)
-    states.stage(contact, _state(2), ["person_key", "row_hash"], 7)
+    states.stage(person, _state(3), ["person_key", "row_hash"], "7@2026-12-01 00:00:00")
+    states.stage(contact, _state(2), ["person_key", "row_hash"], "7@2026-12-01 00:00:00")
     states.written()
     assert sorted(p.name for p in tmp_path.glob("*.parquet")) == []  # only temporary files before the commit
     states.commit()
     kept = pq.read_table(tmp_path / "core.person.parquet")
-    assert kept.num_rows == 3 and kept.schema.metadata[b"hub.top"] == b"7"
+    assert kept.num_rows == 3 and kept.schema.metadata[b"hub.mark"] == b"7@2026-12-01 00:00:00"
     assert pq.read_table(tmp_path / "sensitive.person_contact.parquet").num_rows == 2
 
-    states.stage(person, _state(5), ["person_key", "row_hash"], 8)
+    states.stage(person, _state(5), ["person_key", "row_hash"], "8@2026-12-01 00:00:01")
     states.discard()
     assert pq.read_table(tmp_path / "core.person.parquet").num_rows == 3  # the committed copy stays
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def _batch(conn: sa.Connection, changed: dict[str, int] | None, started: datetime) -> None:
+    """A publish batch as apply() leaves it: its summary counts each table's changes (None: no summary)."""
+    summary = None
+    if changed is not None:
+        summary = json.dumps(
+            {"tables": {n: {"rows": 9, "insert": k, "update": 0, "delete": 0} for n, k in changed.items()}}
+        )
+    conn.execute(
+        sa.insert(table("core.publish_batch")).values(started_at=started, staged_batches=1, changes=0, summary=summary)
+    )
+
+
+def test_a_kept_copy_is_current_until_a_later_publish_changes_its_table(tmp_path: Path) -> None:
+    """Copies are checked by the publish batches since the one they reflect (no table is counted): a batch that
+    changed a table makes its copy stale and leaves the others current; so does a batch without a summary, and a
+    database built anew whose batch of the same number started at another time."""
+    person, household = table("core.person"), table("core.household")
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'hub.db'}")
+    upgrade(engine)
+    states = TableStates(tmp_path / "state")
+    with engine.begin() as raw:
+        conn = prepared(raw)
+        assert publish_mark(conn) == ""
+        _batch(conn, {"core.person": 3, "core.household": 1}, datetime(2026, 12, 1, 8, 0, tzinfo=UTC))
+        mark = publish_mark(conn)
+        assert mark.startswith("1@")
+        states.stage(person, _state(3), ["person_key", "row_hash"], mark)
+        states.stage(household, _state(1), ["person_key", "row_hash"], mark)
+        states.written()
+    states.commit()
+
+    def current(t: sa.Table) -> bool:
+        with engine.connect() as raw:
+            conn = prepared(raw)
+            return states.old(conn, t) is not None and states.usable(conn, t, ["row_hash"])
+
+    assert current(person) and current(household)
+    with engine.begin() as raw:  # another hub's batch changes households only; a release batch changes neither
+        _batch(prepared(raw), {"core.household": 2, "core.person": 0}, datetime(2026, 12, 1, 9, 0, tzinfo=UTC))
+        _batch(prepared(raw), {"release.resident": 5}, datetime(2026, 12, 1, 9, 1, tzinfo=UTC))
+    assert current(person) and not current(household)
+    with engine.begin() as raw:  # a batch without a summary: a publish's own while it merges, or a broken one
+        _batch(prepared(raw), None, datetime(2026, 12, 1, 10, 0, tzinfo=UTC))
+    states.opened = 4
+    assert current(person)
+    states.opened = None
+    assert not current(person)
+
+    rebuilt = sa.create_engine(f"sqlite:///{tmp_path / 'rebuilt.db'}")
+    upgrade(rebuilt)
+    with rebuilt.begin() as raw:  # batch 1 again, but not the batch the copies reflect
+        _batch(prepared(raw), {"core.household": 1}, datetime(2026, 12, 2, 8, 0, tzinfo=UTC))
+    with rebuilt.connect() as raw:
+        assert states.old(prepared(raw), person) is None
+    engine.dispose()
+    rebuilt.dispose()
 
 
 def test_the_build_memory_grows_with_the_staged_rows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
