@@ -379,7 +379,8 @@ def apply(
     row ``load`` (row key ``*``) that tells consumers to read the table whole, instead of a row per row.
 
     With ``states``, a table's old (key, row_hash, community) come from the copy the previous publish kept,
-    when it still matches the table; each table's new state is kept for the next publish once this one commits.
+    while no publish since changed the table (``TableStates.old``); each table's new state is kept for the next
+    publish once this one commits, marked with the newest publish batch it reflects.
     ``scoped``: the tables whose new states hold only the rows of the persons and households in scope (``duck``'s
     tables ``scope_persons`` and ``scope_<household table>``, as ``Builder.load`` with changes makes them); they
     are compared with the kept rows in scope, and the kept copy is the rows out of scope plus the new ones.
