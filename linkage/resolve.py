@@ -140,8 +140,8 @@ def _read_index(conn: sa.Connection, active: int) -> pd.DataFrame:
     columns = ("link_token", "person_key", "key_version")
     if conn.dialect.name == "postgresql":  # COPY: a million rows in seconds, where fetchall builds a Row each
         table = read_arrow(conn, f"SELECT {', '.join(columns)} FROM link_identity", columns)
+        table = table.set_column(2, "key_version", table.column("key_version").cast(pa.int64()))  # Arrow: 0.5 s less
         index = pd.DataFrame({c: table.column(c).to_pandas() for c in columns})
-        index["key_version"] = pd.to_numeric(index["key_version"]).astype("int64")
     else:
         index = store.read_table(conn, ident, list(columns))
     index["id_ciphertext"] = pd.Series(pd.NA, index=index.index, dtype=object)
