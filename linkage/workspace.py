@@ -10,7 +10,6 @@ share a blocking key with a record to place, plus a random sample for training.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from linkage.names import comparison_forms
 from privacy.keyring import Keyring
 from privacy.operators import decrypt_series, token_series
 from privacy.policy import LINKAGE_NAME_DOMAIN, LINKAGE_QI_DOMAIN
-from schemas.base import PRIVATE_FILE, private_dir
+from schemas.base import write_atomic
 from schemas.duck import mode_sql
 
 log = logging.getLogger(__name__)
@@ -202,11 +201,9 @@ class Workspace:
         )
         every = added if kept is None else pa.concat_tables([kept.replace_schema_metadata(None), added])
         if kept is None or added.num_rows:
-            private_dir(path.parent)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            pq.write_table(every.replace_schema_metadata({_FORMS_VERSION: version}), tmp, compression="lz4")
-            os.chmod(tmp, PRIVATE_FILE)
-            os.replace(tmp, path)
+            buffer = pa.BufferOutputStream()
+            pq.write_table(every.replace_schema_metadata({_FORMS_VERSION: version}), buffer, compression="lz4")
+            write_atomic(path, buffer.getvalue().to_pybytes())
         self.register("nx", every)
         return added.num_rows
 

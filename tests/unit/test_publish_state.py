@@ -118,3 +118,32 @@ def test_the_build_memory_grows_with_the_staged_rows(tmp_path: Path, monkeypatch
     # as if each row were a hundred: 5.8 M rows' worth
     monkeypatch.setattr(publisher, "_BYTES_PER_STAGED_ROW", publisher._BYTES_PER_STAGED_ROW * 100)
     assert memory_for(big) == "3073MB"
+
+
+def test_an_unreadable_copy_is_logged_by_its_file_name_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The two warnings about an unreadable kept file name the file (a table's or the name forms' fixed name) and
+    nothing read from it: its bytes may be anything, here a personal-looking value."""
+    from linkage.resolve import NAME_FORMS
+    from linkage.workspace import Workspace
+    from privacy.keyring import Keyring, init_keyfile
+
+    garbage = "张三 110101199003071234".encode()
+    (tmp_path / "core.person.parquet").write_bytes(garbage)
+    forms = tmp_path / NAME_FORMS
+    forms.write_bytes(garbage)
+    init_keyfile(tmp_path / "keys.json")
+    keyring = Keyring.load(None, tmp_path / "keys.json")
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'hub.db'}")
+    upgrade(engine)
+    with caplog.at_level("WARNING"):
+        with engine.connect() as raw:
+            assert TableStates(tmp_path).old(prepared(raw), table("core.person")) is None
+        with Workspace() as ws:
+            ws.register("rec", pa.table({"qi_name": pa.array([], pa.string())}))
+            assert ws.name_forms(keyring, forms) == 0
+    assert pq.read_table(forms).num_rows == 0  # rewritten whole, readable
+    engine.dispose()
+    assert [r.getMessage() for r in caplog.records] == [
+        "publish state copy core.person.parquet is unreadable or from an older hub; reading the database instead",
+        "name-forms.parquet is unreadable; the names are decrypted again",
+    ]
