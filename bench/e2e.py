@@ -13,7 +13,8 @@ Usage: python -m bench.e2e [--residents 200000] [--workdir DIR] [--workers N] [-
 re-read their changed files), then the incremental run timed the same way.
 
 Printed per stage: seconds, records/s, cores used (CPU seconds of the hub's processes / wall), the ratio to
-its floor; peak memory is the largest sum of the hub's processes' resident memory seen (sampled every 0.1 s).
+its floor; peak memory is the largest sum of the hub's processes' resident memory seen (sampled every 0.1 s), per
+stage and overall, with the processes that made up the overall peak.
 Targets (issue 12): 1,000,000 residents <= 150 s and <= 6 GiB; 2,200,000 <= 300 s and <= 12 GiB; the 1 %
 change <= 15 s.
 """
@@ -47,6 +48,8 @@ class Tree:
 
     exclude: set[int] = field(default_factory=set)
     peak_mib: float = 0.0
+    lap_peak_mib: float = 0.0  # since the current lap began (see `lap`)
+    at_peak: list[tuple[str, float]] = field(default_factory=list)  # (process, MiB) when the overall peak was seen
     cpu: dict[int, float] = field(default_factory=dict)  # pid -> last CPU seconds seen (exited ones keep theirs)
     _stop: threading.Event = field(default_factory=threading.Event)
 
@@ -54,17 +57,22 @@ class Tree:
         import psutil
 
         me = psutil.Process()
-        rss = 0
+        rss, seen = 0, []
         for proc in [me, *me.children(recursive=True)]:
             if proc.pid in self.exclude:
                 continue
             try:
-                rss += proc.memory_info().rss
+                one = proc.memory_info().rss
                 times = proc.cpu_times()
                 self.cpu[proc.pid] = times.user + times.system
+                seen.append((proc, one / 2**20))
             except psutil.Error:
                 continue
-        self.peak_mib = max(self.peak_mib, rss / 2**20)
+            rss += one
+        mib = rss / 2**20
+        self.lap_peak_mib = max(self.lap_peak_mib, mib)
+        if mib > self.peak_mib:
+            self.peak_mib, self.at_peak = mib, [(_label(p), m) for p, m in sorted(seen, key=lambda s: -s[1])]
 
     def cpu_seconds(self) -> float:
         """CPU seconds of every hub process seen so far."""
@@ -86,12 +94,24 @@ class Tree:
             thread.join()
 
 
+def _label(proc: Any) -> str:
+    """A process's pid and what it runs, short (the bench itself, an ingest worker, PostgreSQL is not a child)."""
+    import psutil
+
+    try:
+        cmd = " ".join(a for a in proc.cmdline()[1:] if a not in ("-B", "-s", "-E")) or proc.name()
+    except psutil.Error:  # gone, or not ours to read: the pid is enough
+        cmd = "?"
+    return f"{proc.pid} ({cmd[:70]})"
+
+
 @dataclass
 class Lap:
-    """One timed stage: wall seconds and the CPU seconds the hub's processes spent in it."""
+    """One timed stage: wall seconds, the CPU seconds the hub's processes spent in it, their peak memory in it."""
 
     wall: float = 0.0
     cpu: float = 0.0
+    peak_mib: float = 0.0
 
     @property
     def cores(self) -> float:
@@ -100,11 +120,14 @@ class Lap:
 
 @contextmanager
 def lap(tree: Tree, into: dict[str, Lap], name: str) -> Iterator[None]:
+    outer = tree.lap_peak_mib  # laps nest (the whole run holds its stages): the outer one keeps its peak
+    tree.lap_peak_mib = 0.0
     cpu0, t0 = tree.cpu_seconds(), time.perf_counter()
     try:
         yield
     finally:
-        into[name] = Lap(time.perf_counter() - t0, tree.cpu_seconds() - cpu0)
+        into[name] = Lap(time.perf_counter() - t0, tree.cpu_seconds() - cpu0, tree.lap_peak_mib)
+        tree.lap_peak_mib = max(outer, tree.lap_peak_mib)
 
 
 def _serve(env: dict[str, str]) -> subprocess.Popen[str]:
@@ -356,8 +379,12 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in ("ingest", "link", "publish", "full", "inc ingest", "inc link", "inc publish", "incremental"):
         one = laps[name]
-        notes.append(f"cores used, {name}: {one.cores:.2f} ({one.cpu:.1f} CPU s over {one.wall:.1f} s wall)")
+        notes.append(
+            f"cores used, {name}: {one.cores:.2f} ({one.cpu:.1f} CPU s over {one.wall:.1f} s wall), "
+            f"peak memory {one.peak_mib:,.0f} MiB"
+        )
     notes.append(f"peak memory of the hub's processes: full run {peak_full:,.0f} MiB, overall {tree.peak_mib:,.0f} MiB")
+    notes.append("  at the overall peak: " + "; ".join(f"{who} {mib:,.0f} MiB" for who, mib in tree.at_peak[:6]))
     wall, inc = laps["full"].wall, laps["incremental"].wall
     target = TARGETS.get(args.residents)
     ok = inc <= INCREMENTAL_TARGET
