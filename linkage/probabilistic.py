@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -197,15 +196,25 @@ def settings_for(persons: int, retain: bool) -> Any:
     )
 
 
-def _linker(left: pd.DataFrame, right: pd.DataFrame, settings: Any, name_tf: pd.DataFrame | None, threads: int) -> Any:
-    """A Splink linker over the two tables, with the names' term frequencies over every known person."""
-    from splink import DuckDBAPI, Linker
+def _api(threads: int) -> Any:
+    """Splink's DuckDB backend on a fresh in-memory database that never spills (its tables hold decrypted values)."""
+    from splink import DuckDBAPI
 
-    _quiet_splink()
     api = DuckDBAPI()
     api.duckdb_con.execute(f"SET threads TO {threads}")
     api.duckdb_con.execute("SET enable_progress_bar = false")
-    api.duckdb_con.execute("SET temp_directory = ''")  # never spill: the tables hold decrypted values
+    api.duckdb_con.execute("SET temp_directory = ''")
+    return api
+
+
+def _linker(
+    left: pd.DataFrame, right: pd.DataFrame, settings: Any, name_tf: pd.DataFrame | None, threads: int, api: Any = None
+) -> Any:
+    """A Splink linker over the two tables, with the names' term frequencies over every known person."""
+    from splink import Linker
+
+    _quiet_splink()
+    api = api or _api(threads)
     tables = [api.register(left, dataset_display_name=LEFT), api.register(right, dataset_display_name=RIGHT)]
     linker = Linker(tables, settings, log_level=None)
     if name_tf is not None:
@@ -254,6 +263,14 @@ def _bounded(model: dict[str, Any]) -> dict[str, Any]:
     return model
 
 
+def settings_for_scoring(model: dict[str, Any], retain: bool = False) -> dict[str, Any]:
+    """A saved model's settings for scoring: with the matching columns retained (for ``explain``) or not."""
+    settings = dict(model)
+    settings["retain_matching_columns"] = retain
+    settings["retain_intermediate_calculation_columns"] = retain
+    return settings
+
+
 def predict(
     left: pd.DataFrame,
     right: pd.DataFrame,
@@ -262,43 +279,70 @@ def predict(
     retain: bool = False,
 ) -> pd.DataFrame:
     """Scored pairs (uid_l, person_key_r, match_weight, match_probability) for every blocked pair."""
-    settings = dict(model)
-    settings["retain_matching_columns"] = retain
-    settings["retain_intermediate_calculation_columns"] = retain
-    linker = _linker(left, right, settings, name_tf, threads=2)
+    linker = _linker(left, right, settings_for_scoring(model, retain), name_tf, threads=2)
     frame: pd.DataFrame = linker.inference.predict().as_pandas_dataframe()
     if retain:
         frame.attrs["linker"] = linker
     return frame
 
 
+def _decision_sql(pairs: str, options: ModelSettings) -> str:
+    """The decision over a table of scored pairs, in DuckDB: one row per left uid with its best person (the
+    highest weight, then the smallest key), the best person's bayes-factor share among the distinct candidate
+    persons (each at its best weight), the best weight, Splink's probability for it, and whether it is placed."""
+    left = "source_dataset_l = '" + LEFT + "'"
+    return f"""
+        WITH scored AS (
+            SELECT CASE WHEN {left} THEN uid_l ELSE uid_r END AS uid,
+                   CASE WHEN {left} THEN person_key_r ELSE person_key_l END AS person_key,
+                   CAST(match_weight AS DOUBLE) AS w, CAST(match_probability AS DOUBLE) AS p
+            FROM {pairs}
+        ), persons AS (
+            SELECT uid, person_key, max(w) AS w, arg_max(p, w) AS p FROM scored GROUP BY uid, person_key
+        ), ranked AS (
+            SELECT *, max(w) OVER (PARTITION BY uid) AS top,
+                   row_number() OVER (PARTITION BY uid ORDER BY w DESC, person_key) AS rank
+            FROM persons
+        ), shares AS (
+            SELECT *, 1.0 / sum(pow(2.0, greatest(w - top, -1000.0))) OVER (PARTITION BY uid) AS share FROM ranked
+        )
+        SELECT uid, person_key, share AS match_probability, w AS match_weight, p AS splink_probability,
+               share >= {float(options.threshold)!r} AND w >= {float(options.min_weight)!r} AS placed
+        FROM shares WHERE rank = 1 ORDER BY uid
+    """
+
+
+_DECIDED = ["uid", "person_key", "match_probability", "match_weight", "splink_probability", "placed"]
+
+
 def decide(pairs: pd.DataFrame, options: ModelSettings) -> pd.DataFrame:
     """One row per left uid: best person, its probability and weight, the lead over the next person, placed?"""
+    import duckdb
+
     if pairs.empty:
-        return pd.DataFrame(columns=["uid", "person_key", "match_probability", "match_weight", "share", "placed"])
-    left_is_l = pairs["source_dataset_l"].eq(LEFT)
-    uid = pairs["uid_l"].where(left_is_l, pairs["uid_r"])
-    person = pairs["person_key_r"].where(left_is_l, pairs["person_key_l"])
-    scored = pd.DataFrame(
-        {"uid": uid, "person_key": person, "w": pairs["match_weight"], "p": pairs["match_probability"]}
-    )
-    best = scored.sort_values(["uid", "w"], ascending=[True, False]).drop_duplicates(["uid", "person_key"])
-    top = best.groupby("uid", sort=False)["w"].transform("max")
-    best["bf"] = np.exp2((best["w"] - top).clip(lower=-1000))  # relative bayes factors, the best one = 1
-    total = best.groupby("uid", sort=False)["bf"].transform("sum")
-    first = best.drop_duplicates("uid")
-    share = (1.0 / total.loc[first.index]).to_numpy()
-    placed = (share >= options.threshold) & (first["w"].to_numpy() >= options.min_weight)
-    return pd.DataFrame(
-        {
-            "uid": first["uid"].to_numpy(),
-            "person_key": first["person_key"].to_numpy(),
-            "match_probability": share,
-            "match_weight": first["w"].to_numpy(),
-            "splink_probability": first["p"].to_numpy(),
-            "placed": placed,
-        }
-    )
+        return pd.DataFrame(columns=_DECIDED)
+    with duckdb.connect() as con:
+        con.execute("SET temp_directory = ''")  # the pairs may carry decrypted values: never spill
+        con.register("_pairs", pairs)
+        return con.sql(_decision_sql("_pairs", options)).df()
+
+
+def place(
+    left: pd.DataFrame,
+    right: pd.DataFrame,
+    model: dict[str, Any],
+    options: ModelSettings,
+    name_tf: pd.DataFrame | None = None,
+) -> tuple[pd.DataFrame, int]:
+    """Score every blocked pair and decide in Splink's DuckDB (the pairs never become a pandas frame: at 2.2 M
+    residents they took 10 GiB and 30 s there); returns ``decide``'s rows and the number of scored pairs."""
+    api = _api(threads=2)
+    scored = _linker(left, right, settings_for_scoring(model), name_tf, threads=2, api=api).inference.predict()
+    con = api.duckdb_con
+    [(pairs,)] = con.execute(f"SELECT count(*) FROM {scored.physical_name}").fetchall()
+    decided: pd.DataFrame = con.sql(_decision_sql(scored.physical_name, options)).df()
+    scored.drop_table_from_database_and_remove_from_cache()
+    return decided, int(pairs)
 
 
 def waterfall(pair: pd.DataFrame) -> list[dict[str, Any]]:

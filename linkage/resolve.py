@@ -551,9 +551,8 @@ def _place(
         right = _frame(ws.profiles(ws.candidates(left)))
     ws.drop_keyed()
     step("candidate profiles", len(right))
-    pairs = probabilistic.predict(_frame(left), right, model, name_tf)
-    step("scored pairs", len(pairs))
-    decided = probabilistic.decide(pairs, options)
+    decided, pairs = probabilistic.place(_frame(left), right, model, options, name_tf)
+    step("scored pairs", pairs)
     path = probabilistic.save_model(model, run_dir / f"model-{uuid.uuid4().hex[:8]}.json", options)
     return decided, path
 

@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -298,15 +299,15 @@ def test_a_days_run_scores_exactly_what_decoding_every_record_scores(
     engine.dispose()
     seen = set(zip(done["dataset"], done["batch_id"], strict=True))
     batches = staged_refs(settings)
-    captured: dict[str, pd.DataFrame] = {}
-    scored = probabilistic.predict
+    captured: dict[str, Any] = {}
+    scored = probabilistic.place
 
-    def capture(left: pd.DataFrame, right: pd.DataFrame, *args: object, **kwargs: object) -> pd.DataFrame:
-        pairs = scored(left, right, *args, **kwargs)  # type: ignore[arg-type]
-        captured.update(left=left, right=right, model=args[0], tf=args[1], pairs=pairs)  # type: ignore[dict-item]
-        return pairs
+    def capture(left: pd.DataFrame, right: pd.DataFrame, *args: Any, **kwargs: Any) -> tuple[pd.DataFrame, int]:
+        decided, pairs = scored(left, right, *args, **kwargs)
+        captured.update(left=left, right=right, model=args[0], tf=args[2], decided=decided, pairs=pairs)
+        return decided, pairs
 
-    monkeypatch.setattr(probabilistic, "predict", capture)
+    monkeypatch.setattr(probabilistic, "place", capture)
     with Workspace() as ws:
         ws.load(batches, {(b.dataset, b.batch_id) for b in batches if (b.dataset, b.batch_id) not in seen})
         resolve._prepare(ws, index, keyring)
@@ -329,10 +330,10 @@ def test_a_days_run_scores_exactly_what_decoding_every_record_scores(
     pd.testing.assert_frame_equal(rows(captured["right"]), rows(right))
     named = tf[tf["name_s"].isin(pd.concat([left["name_s"], right["name_s"]]))]
     pd.testing.assert_frame_equal(rows(captured["tf"]), rows(named))
-    whole = scored(resolve._frame(left), right, captured["model"], tf)  # type: ignore[arg-type]
-    key = ["uid_l", "uid_r", "match_weight", "match_probability"]
-    assert len(whole) > len(targets)
-    pd.testing.assert_frame_equal(rows(captured["pairs"][key]), rows(whole[key]))
+    whole, pairs = scored(resolve._frame(left), right, captured["model"], probabilistic.ModelSettings(), tf)
+    assert pairs > len(targets) and captured["pairs"] == pairs
+    assert whole["uid"].is_unique and set(whole["uid"]) <= set(left["uid"]) and whole["placed"].any()
+    pd.testing.assert_frame_equal(rows(captured["decided"]), rows(whole))
     # the forgotten names of keyed records were decrypted again and kept, with the same tokens
     again = pq.read_table(forms).to_pandas().set_index("ct")
     back = forgotten.index.intersection(again.index)

@@ -43,6 +43,31 @@ def test_a_record_is_placed_only_when_one_person_clearly_leads() -> None:
     assert abs(decided.loc["r1", "match_probability"] - 1 / (1 + 2.0**-8)) < 1e-12
 
 
+def test_the_decision_counts_each_candidate_person_once_at_its_best_weight_from_either_side() -> None:
+    """Splink may score a record against several profile rows of one person, with the record on either side."""
+    right = "b_profiles"
+    pairs = pd.DataFrame(
+        {
+            "source_dataset_l": [LEFT, LEFT, right, LEFT, LEFT],
+            "uid_l": ["r1", "r1", "p9", "r2", "r2"],
+            "uid_r": ["p1", "p2", "r1", "p3", "p4"],
+            "person_key_l": [None, None, "B", None, None],
+            "person_key_r": ["A", "A", None, "D", "C"],
+            "match_weight": [3.0, 9.0, 1.0, 5.0, 5.0],
+            "match_probability": [0.4, 0.98, 0.2, 0.9, 0.9],
+        }
+    )
+    decided = decide(pairs, ModelSettings(threshold=0.95, min_weight=-2.0)).set_index("uid")
+    # A counts once, at 9 (its 3 would lower the share to 1 / (1 + 2^-6 + 2^-8)); B is on the left of its pair
+    assert decided.loc["r1", "person_key"] == "A" and bool(decided.loc["r1", "placed"])
+    assert abs(decided.loc["r1", "match_probability"] - 1 / (1 + 2.0**-8)) < 1e-12
+    assert decided.loc["r1", "match_weight"] == 9.0 and decided.loc["r1", "splink_probability"] == 0.98
+    assert (
+        decided.loc["r2", "person_key"] == "C" and decided.loc["r2", "match_probability"] == 0.5
+    )  # a tie: the smaller key
+    assert sorted(decided.index) == ["r1", "r2"]
+
+
 def test_a_second_link_run_on_the_same_hub_is_refused(tmp_path: Path) -> None:
     from hub.link_cli import one_link_at_a_time
     from schemas.base import HubError
