@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,12 @@ def _api(threads: int) -> Any:
 
 
 def _linker(
-    left: pd.DataFrame, right: pd.DataFrame, settings: Any, name_tf: pd.DataFrame | None, threads: int, api: Any = None
+    left: pd.DataFrame,
+    right: pd.DataFrame | pa.Table,
+    settings: Any,
+    name_tf: pd.DataFrame | None,
+    threads: int,
+    api: Any = None,
 ) -> Any:
     """A Splink linker over the two tables, with the names' term frequencies over every known person."""
     from splink import Linker
@@ -224,7 +230,11 @@ def _linker(
 
 
 def train(
-    left: pd.DataFrame, right: pd.DataFrame, persons: int, options: ModelSettings, name_tf: pd.DataFrame | None = None
+    left: pd.DataFrame,
+    right: pd.DataFrame | pa.Table,
+    persons: int,
+    options: ModelSettings,
+    name_tf: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Estimate u by random sampling and m by EM; return the model as Splink's JSON dict.
 
@@ -273,7 +283,7 @@ def settings_for_scoring(model: dict[str, Any], retain: bool = False) -> dict[st
 
 def predict(
     left: pd.DataFrame,
-    right: pd.DataFrame,
+    right: pd.DataFrame | pa.Table,
     model: dict[str, Any],
     name_tf: pd.DataFrame | None = None,
     retain: bool = False,
@@ -299,16 +309,16 @@ def _decision_sql(pairs: str, options: ModelSettings) -> str:
             FROM {pairs}
         ), persons AS (
             SELECT uid, person_key, max(w) AS w, arg_max(p, w) AS p FROM scored GROUP BY uid, person_key
-        ), ranked AS (
-            SELECT *, max(w) OVER (PARTITION BY uid) AS top,
-                   row_number() OVER (PARTITION BY uid ORDER BY w DESC, person_key) AS rank
-            FROM persons
-        ), shares AS (
-            SELECT *, 1.0 / sum(pow(2.0, greatest(w - top, -1000.0))) OVER (PARTITION BY uid) AS share FROM ranked
+        ), tops AS (
+            SELECT uid, max(w) AS top FROM persons GROUP BY uid
+        ), best AS (
+            SELECT uid, any_value(top) AS top, 1.0 / sum(pow(2.0, greatest(w - top, -1000.0))) AS share,
+                   min(person_key) FILTER (WHERE w = top) AS person_key
+            FROM persons JOIN tops USING (uid) GROUP BY uid
         )
-        SELECT uid, person_key, share AS match_probability, w AS match_weight, p AS splink_probability,
-               share >= {float(options.threshold)!r} AND w >= {float(options.min_weight)!r} AS placed
-        FROM shares WHERE rank = 1 ORDER BY uid
+        SELECT b.uid, b.person_key, b.share AS match_probability, b.top AS match_weight, p.p AS splink_probability,
+               b.share >= {float(options.threshold)!r} AND b.top >= {float(options.min_weight)!r} AS placed
+        FROM best b JOIN persons p USING (uid, person_key) ORDER BY b.uid
     """
 
 
@@ -329,7 +339,7 @@ def decide(pairs: pd.DataFrame, options: ModelSettings) -> pd.DataFrame:
 
 def place(
     left: pd.DataFrame,
-    right: pd.DataFrame,
+    right: pd.DataFrame | pa.Table,
     model: dict[str, Any],
     options: ModelSettings,
     name_tf: pd.DataFrame | None = None,

@@ -196,6 +196,14 @@ def _frame(df: pd.DataFrame) -> pd.DataFrame:
     return out.astype(object).where(out.notna(), None).reset_index(drop=True)
 
 
+_PROFILE_SCHEMA = pa.schema([(c, pa.string()) for c in probabilistic.COLUMNS])
+
+
+def _profiles(table: pa.Table) -> pa.Table:
+    """``Workspace.profiles`` as the right Splink table: ``_frame``'s columns and text, kept in Arrow."""
+    return table.select(list(probabilistic.COLUMNS)).cast(_PROFILE_SCHEMA)
+
+
 def _prepare(ws: Workspace, index: pd.DataFrame, keyring: Keyring) -> None:
     """Tables ``tok`` (every token -> person) and ``minted`` (new tokens' index rows, keys minted), view ``keyed``.
 
@@ -537,8 +545,8 @@ def _place(
         step("names decrypted", ws.scalar("SELECT count(*) FROM m_name"))
         ws.decode_keyed(candidates)
         step("candidates decoded", ws.scalar("SELECT count(*) FROM dk"))
-        right = _frame(ws.profiles(candidates))
-        name_tf = ws.name_frequencies_of(pd.concat([left["name_s"], right["name_s"]]), keyring)
+        right = _profiles(ws.profiles(candidates))
+        name_tf = ws.name_frequencies_of(pd.concat([left["name_s"], right.column("name_s").to_pandas()]), keyring)
         step("name frequencies", len(name_tf))
     else:
         ws.name_forms(keyring, forms, names=ws.decrypt_maps(keyring, "true"))
@@ -548,7 +556,7 @@ def _place(
         persons = ws.scalar("SELECT count(DISTINCT person_key) FROM dk")
         name_tf = ws.name_frequencies()
         model = _train(ws, left, persons, options, name_tf, step)
-        right = _frame(ws.profiles(ws.candidates(left)))
+        right = _profiles(ws.profiles(ws.candidates(left)))
     ws.drop_keyed()
     step("candidate profiles", len(right))
     decided, pairs = probabilistic.place(_frame(left), right, model, options, name_tf)
@@ -586,7 +594,7 @@ def _train(
         f"ORDER BY hash(min(link_token) || '{options.seed}') LIMIT {sample}"
     )
     step("name frequencies", len(name_tf))
-    train_right = _frame(ws.profiles("SELECT person_key FROM trainees"))
+    train_right = _profiles(ws.profiles("SELECT person_key FROM trainees"))
     step("training profiles", len(train_right))
     known = ws.sql(
         f"SELECT * FROM dk WHERE person_key IN (SELECT person_key FROM trainees) "
@@ -662,7 +670,7 @@ def explain(
         ws.decode_keyed()
         target = ws.sql(ws.decoded(f"(SELECT * FROM rec WHERE {where})")).df()
         left = _left(ws, target.assign(link_token=pd.NA))
-        right = _frame(ws.profiles(ws.candidates(left)))
+        right = _profiles(ws.profiles(ws.candidates(left)))
         pairs = probabilistic.predict(_frame(left), right, model, ws.name_frequencies(), retain=True)
     if pairs.empty:
         return out

@@ -273,6 +273,7 @@ def test_a_days_run_scores_exactly_what_decoding_every_record_scores(
 ) -> None:
     """A run with few records to place (the saved model) decodes only their candidates' records, blocking and
     counting names by the form tokens kept since the first run; Splink gets the same tables, and scores the same."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from hub.link_cli import staged_refs
@@ -318,17 +319,18 @@ def test_a_days_run_scores_exactly_what_decoding_every_record_scores(
         ws.decrypt_maps(keyring, "true")
         ws.decode_keyed()
         left = resolve._left(ws, ws.sql(ws.decoded("(SELECT * FROM rec JOIN targets USING (dataset, record_id))")).df())
-        right = resolve._frame(ws.profiles(ws.candidates(left)))
+        right = resolve._profiles(ws.profiles(ws.candidates(left)))
         tf = ws.name_frequencies()
         resolve._place(ws, targets, keyring, home / "runs" / "link", probabilistic.ModelSettings(), model)
 
-    def rows(frame: pd.DataFrame) -> pd.DataFrame:
+    def rows(frame: pd.DataFrame | pa.Table) -> pd.DataFrame:
+        frame = frame.to_pandas() if isinstance(frame, pa.Table) else frame
         return frame.astype(str).sort_values(list(frame.columns), ignore_index=True)
 
     assert len(captured["right"]) > len(targets)
     pd.testing.assert_frame_equal(rows(captured["left"]), rows(resolve._frame(left)))
     pd.testing.assert_frame_equal(rows(captured["right"]), rows(right))
-    named = tf[tf["name_s"].isin(pd.concat([left["name_s"], right["name_s"]]))]
+    named = tf[tf["name_s"].isin(pd.concat([left["name_s"], right.column("name_s").to_pandas()]))]
     pd.testing.assert_frame_equal(rows(captured["tf"]), rows(named))
     whole, pairs = scored(resolve._frame(left), right, captured["model"], probabilistic.ModelSettings(), tf)
     assert pairs > len(targets) and captured["pairs"] == pairs
