@@ -256,9 +256,12 @@ def build_fingerprint(contracts: Mapping[str, Contract], policy: Policy) -> str:
 
     digest = hashlib.sha256(Path(build.__file__).read_bytes())
     digest.update(duckdb.__version__.encode())
-    for path in sorted({c.path for c in contracts.values()} | {policy.path}):
-        file = Path(path)
-        digest.update(path.encode() + (file.read_bytes() if file.is_file() else b"?"))
+    # each file by its name and content, not its absolute path: the same rules installed in another folder (a
+    # clone, an Airflow worker's image) must not make every publish a full build
+    for file in sorted(
+        {Path(c.path) for c in contracts.values()} | {Path(policy.path)}, key=lambda f: (f.name, str(f))
+    ):
+        digest.update(file.name.encode() + b"\0" + (file.read_bytes() if file.is_file() else b"?"))
     return digest.hexdigest()
 
 

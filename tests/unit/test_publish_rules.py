@@ -4,6 +4,7 @@ age bands, the checks YAML, the consumers file."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
@@ -167,3 +168,28 @@ def test_a_household_community_tie_is_broken_the_same_way_whatever_the_row_order
     assert con.execute(f"SELECT {mode_sql('c')} FROM (SELECT unnest($1::VARCHAR[]) AS c)", [many]).fetchone() == (
         "150702001003",
     )
+
+
+def test_the_build_fingerprint_follows_the_rules_not_the_folder_they_are_installed_in(tmp_path: Path) -> None:
+    """A clone or a worker's image in another folder holds the same rules: the fingerprint (which decides whether a
+    publish may be scoped) stays; a changed contract file changes it."""
+    import dataclasses
+    import shutil
+
+    from privacy.policy import load_policy
+    from publish.publisher import build_fingerprint
+    from schemas.contract import packaged_contracts
+
+    contracts, policy = packaged_contracts(), load_policy()
+    moved: dict[str, Any] = {}
+    for name, contract in contracts.items():
+        copy = tmp_path / "contracts" / Path(contract.path).name
+        copy.parent.mkdir(exist_ok=True)
+        shutil.copy(contract.path, copy)
+        moved[name] = dataclasses.replace(contract, path=str(copy))
+    shutil.copy(policy.path, tmp_path / Path(policy.path).name)
+    moved_policy = dataclasses.replace(policy, path=str(tmp_path / Path(policy.path).name))
+    assert build_fingerprint(moved, moved_policy) == build_fingerprint(contracts, policy)
+    changed = Path(next(iter(moved.values())).path)
+    changed.write_bytes(changed.read_bytes() + b"\n# changed\n")
+    assert build_fingerprint(moved, moved_policy) != build_fingerprint(contracts, policy)
