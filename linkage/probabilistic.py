@@ -345,7 +345,7 @@ def place(
     name_tf: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, int]:
     """Score every blocked pair and decide in Splink's DuckDB (the pairs never become a pandas frame: at 2.2 M
-    residents they took 10 GiB and 30 s there); returns ``decide``'s rows and the number of scored pairs."""
+    residents they cost about 6 GiB and 22 s there); returns ``decide``'s rows and the number of scored pairs."""
     api = _api(threads=2)
     scored = _linker(left, right, settings_for_scoring(model), name_tf, threads=2, api=api).inference.predict()
     con = api.duckdb_con
