@@ -335,7 +335,9 @@ def test_a_days_run_scores_exactly_what_decoding_every_record_scores(
     whole, pairs = scored(resolve._frame(left), right, captured["model"], probabilistic.ModelSettings(), tf)
     assert pairs > len(targets) and captured["pairs"] == pairs
     assert whole["uid"].is_unique and set(whole["uid"]) <= set(left["uid"]) and whole["placed"].any()
-    pd.testing.assert_frame_equal(rows(captured["decided"]), rows(whole))
+    # the same decisions; the shares are sums in parallel, so their last digits may differ between two runs
+    day, every = (f.sort_values("uid", ignore_index=True) for f in (captured["decided"], whole))
+    pd.testing.assert_frame_equal(day, every, check_exact=False, rtol=1e-12)
     # the forgotten names of keyed records were decrypted again and kept, with the same tokens
     again = pq.read_table(forms).to_pandas().set_index("ct")
     back = forgotten.index.intersection(again.index)
