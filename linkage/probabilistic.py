@@ -209,18 +209,12 @@ def _api(threads: int) -> Any:
 
 
 def _linker(
-    left: pd.DataFrame,
-    right: pd.DataFrame | pa.Table,
-    settings: Any,
-    name_tf: pd.DataFrame | None,
-    threads: int,
-    api: Any = None,
+    api: Any, left: pd.DataFrame, right: pd.DataFrame | pa.Table, settings: Any, name_tf: pd.DataFrame | None
 ) -> Any:
     """A Splink linker over the two tables, with the names' term frequencies over every known person."""
     from splink import Linker
 
     _quiet_splink()
-    api = api or _api(threads)
     tables = [api.register(left, dataset_display_name=LEFT), api.register(right, dataset_display_name=RIGHT)]
     linker = Linker(tables, settings, log_level=None)
     if name_tf is not None:
@@ -242,7 +236,7 @@ def train(
     """
     from splink import block_on
 
-    linker = _linker(left, right, settings_for(persons, retain=False), name_tf, threads=1)
+    linker = _linker(_api(threads=1), left, right, settings_for(persons, retain=False), name_tf)
     linker.training.estimate_u_using_random_sampling(max_pairs=options.u_max_pairs, seed=options.seed)
     sessions = (("name", block_on("name_s"), True), ("birth date and sex", block_on("birth_date", "sex"), False))
     for label, rule, without_tf in sessions:
@@ -289,7 +283,7 @@ def predict(
     retain: bool = False,
 ) -> pd.DataFrame:
     """Scored pairs (uid_l, person_key_r, match_weight, match_probability) for every blocked pair."""
-    linker = _linker(left, right, settings_for_scoring(model, retain), name_tf, threads=2)
+    linker = _linker(_api(threads=2), left, right, settings_for_scoring(model, retain), name_tf)
     frame: pd.DataFrame = linker.inference.predict().as_pandas_dataframe()
     if retain:
         frame.attrs["linker"] = linker
@@ -347,7 +341,7 @@ def place(
     """Score every blocked pair and decide in Splink's DuckDB (the pairs never become a pandas frame: at 2.2 M
     residents they cost about 6 GiB and 22 s there); returns ``decide``'s rows and the number of scored pairs."""
     api = _api(threads=2)
-    scored = _linker(left, right, settings_for_scoring(model), name_tf, threads=2, api=api).inference.predict()
+    scored = _linker(api, left, right, settings_for_scoring(model), name_tf).inference.predict()
     con = api.duckdb_con
     [(pairs,)] = con.execute(f"SELECT count(*) FROM {scored.physical_name}").fetchall()
     decided: pd.DataFrame = con.sql(_decision_sql(scored.physical_name, options)).df()
